@@ -1,0 +1,36 @@
+# syntax=docker/dockerfile:1
+#
+# One image for all of sigma: the three service binaries and the `sigma` CLI. Cloud Run picks
+# the service with the container command, e.g. command = ["/usr/local/bin/sigma-decrypt"]
+# (see infra/run.tf); with no command the image prints the CLI's help.
+#
+#   docker build -t sigma .
+#   docker run --rm -p 8080:8080 -e OUTPUT_BUCKET=... sigma /usr/local/bin/sigma-decrypt
+#
+# Builder and runtime share Debian 12 (bookworm), so the binaries link against the glibc they run
+# with. Pin both by digest as well (image@sha256:...) when promoting a release.
+
+# cargo-chef turns the workspace manifests into a recipe, so the dependency layer below is
+# rebuilt only when a Cargo.toml or Cargo.lock changes, not on every source edit.
+FROM rust:1.95.0-slim-bookworm AS chef
+RUN cargo install cargo-chef --locked --version 0.1.78
+WORKDIR /src
+
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
+
+FROM chef AS builder
+COPY --from=planner /src/recipe.json recipe.json
+RUN cargo chef cook --release --locked --recipe-path recipe.json
+COPY . .
+# The same command `make release` runs in CI.
+RUN cargo build --release --locked
+
+# distroless/cc: glibc, libgcc, CA certificates and tzdata, no shell, no package manager.
+FROM gcr.io/distroless/cc-debian12:nonroot
+#checkov:skip=CKV_DOCKER_2:Cloud Run ignores Docker HEALTHCHECK and probes GET /healthz itself (startup and liveness probes in infra/run.tf); the distroless image has no shell or client to run one.
+COPY --from=builder /src/target/release/sigma-decrypt /src/target/release/sigma-dataflow /src/target/release/sigma-dataform /src/target/release/sigma /usr/local/bin/
+USER 65532:65532
+EXPOSE 8080
+CMD ["/usr/local/bin/sigma", "--help"]

@@ -1,0 +1,59 @@
+output "trigger_bucket" {
+  description = "Bucket the on-premise job uploads encrypted files to (gs://<trigger_bucket>/data/...)."
+  value       = google_storage_bucket.data["trigger"].name
+}
+
+output "output_bucket" {
+  description = "Bucket sigma-decrypt writes the decrypted gzip files to."
+  value       = google_storage_bucket.data["output"].name
+}
+
+output "config_bucket" {
+  description = "Bucket of the pipeline registry (pipelines.yaml), job configs, launch records and Dataform state."
+  value       = google_storage_bucket.data["config"].name
+}
+
+output "pipelines_uri" {
+  description = "Where sigma-dataflow reads the pipeline registry: upload examples/pipelines.yaml here."
+  value       = local.services.dataflow.env.PIPELINES
+}
+
+output "dataflow_temp_location" {
+  description = "Temp and staging location for the Dataflow jobs."
+  value       = local.services.dataflow.env.DATAFLOW_TEMP_LOCATION
+}
+
+output "fernet_keys_secret" {
+  description = "Secret Manager secret holding the Fernet keys; add the key material with gcloud secrets versions add."
+  value       = google_secret_manager_secret.fernet_keys.secret_id
+}
+
+output "image_repository" {
+  description = "Artifact Registry repository to push the sigma image to (docker push <image_repository>/sigma:<tag>)."
+  value       = local.repository_url
+}
+
+output "service_urls" {
+  description = "URLs of the three Cloud Run services (internal ingress, OIDC-authenticated)."
+  value       = { for key, service in google_cloud_run_v2_service.service : key => service.uri }
+}
+
+output "workflow" {
+  description = "Full name of the workflow Eventarc starts; watch executions with gcloud workflows executions list."
+  value       = google_workflows_workflow.sigma.id
+}
+
+output "events_topic" {
+  description = "Pub/Sub topic of the pipeline events; subscribe to it to follow outcomes."
+  value       = google_pubsub_topic.events.id
+}
+
+output "service_accounts" {
+  description = "Email of each component's service account."
+  value       = { for key, sa in google_service_account.sa : key => sa.email }
+}
+
+output "dataflow_worker_service_account" {
+  description = "Service account the Dataflow jobs run as; grant it access to any extra source or sink the pipelines use."
+  value       = google_service_account.sa["dataflow_worker"].email
+}

@@ -1,0 +1,144 @@
+# The three services run the same image; the Cloud Run command picks the binary.
+#
+# Sizing: sigma-decrypt streams objects of 1 GiB and more through a bounded buffer (its resident
+# memory stays under 64 MiB per request by design), so memory is headroom, not file size. A
+# decryption keeps about two threads busy (download + decrypt/upload), hence 2 vCPUs and 4
+# concurrent requests, and the 3600 s request timeout covers a multi-GiB object at Cloud Storage
+# streaming rates. sigma-dataflow and sigma-dataform only make short control-plane calls: the
+# workflow polls them, so they never hold a request open for long.
+locals {
+  services = {
+    decrypt = {
+      cpu         = "2"
+      memory      = "1Gi"
+      concurrency = 4
+      timeout     = "3600s"
+      env = {
+        OUTPUT_BUCKET      = google_storage_bucket.data["output"].name
+        TRIGGER_BUCKETS    = google_storage_bucket.data["trigger"].name
+        FERNET_KEYS_SECRET = "${google_secret_manager_secret.fernet_keys.id}/versions/latest"
+        MAX_OBJECT_BYTES   = tostring(var.max_object_bytes)
+        VERIFY_GZIP        = tostring(var.verify_gzip)
+      }
+    }
+    dataflow = {
+      cpu         = "1"
+      memory      = "512Mi"
+      concurrency = 20
+      timeout     = "300s"
+      env = {
+        PIPELINES                = "gs://${google_storage_bucket.data["config"].name}/pipelines.yaml"
+        CONFIG_BUCKET            = google_storage_bucket.data["config"].name
+        DATAFLOW_REGION          = var.region
+        DATAFLOW_SERVICE_ACCOUNT = google_service_account.sa["dataflow_worker"].email
+        DATAFLOW_TEMP_LOCATION   = "gs://${google_storage_bucket.dataflow_temp.name}/temp"
+      }
+    }
+    dataform = {
+      cpu         = "1"
+      memory      = "512Mi"
+      concurrency = 20
+      timeout     = "300s"
+      env = {
+        DATAFORM_REPOSITORY     = local.dataform_repository_id
+        DATAFORM_RELEASE_CONFIG = "${local.dataform_repository_id}/releaseConfigs/${var.dataform_release_config}"
+        STATE_BUCKET            = google_storage_bucket.data["config"].name
+        STATE_PREFIX            = "dataform/"
+      }
+    }
+  }
+
+  # Every service reports to the events topic and correlates its logs with Cloud Trace.
+  common_env = {
+    EVENTS_TOPIC         = local.events_topic
+    GOOGLE_CLOUD_PROJECT = var.project_id
+  }
+}
+
+resource "google_cloud_run_v2_service" "service" {
+  for_each = local.services
+
+  name     = "${var.name_prefix}-${each.key}"
+  project  = var.project_id
+  location = var.region
+  # Only the workflow calls the services, from inside Google Cloud.
+  ingress = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+
+  template {
+    service_account                  = google_service_account.sa[each.key].email
+    timeout                          = each.value.timeout
+    max_instance_request_concurrency = each.value.concurrency
+    execution_environment            = "EXECUTION_ENVIRONMENT_GEN2"
+
+    scaling {
+      min_instance_count = 0
+      max_instance_count = var.max_instances
+    }
+
+    containers {
+      image   = local.image
+      command = ["/usr/local/bin/sigma-${each.key}"]
+
+      ports {
+        container_port = 8080
+      }
+
+      resources {
+        limits = {
+          cpu    = each.value.cpu
+          memory = each.value.memory
+        }
+        # CPU is allocated only while requests are being served (request-based billing).
+        cpu_idle          = true
+        startup_cpu_boost = true
+      }
+
+      dynamic "env" {
+        for_each = merge(local.common_env, each.value.env)
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
+
+      startup_probe {
+        http_get {
+          path = "/healthz"
+        }
+        period_seconds    = 2
+        failure_threshold = 15
+      }
+
+      liveness_probe {
+        http_get {
+          path = "/healthz"
+        }
+        period_seconds = 30
+      }
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = var.image != null || var.image_tag != null
+      error_message = "Set image_tag (a tag pushed to the Artifact Registry repository) or image (a full image reference)."
+    }
+  }
+
+  depends_on = [
+    google_project_service.enabled,
+    google_secret_manager_secret_iam_member.decrypt_reads_keys,
+    google_storage_bucket_iam_member.grants,
+  ]
+}
+
+# No allUsers / allAuthenticatedUsers: the workflow's service account is the only invoker.
+resource "google_cloud_run_v2_service_iam_member" "workflow_invokes" {
+  for_each = google_cloud_run_v2_service.service
+
+  project  = var.project_id
+  location = each.value.location
+  name     = each.value.name
+  role     = "roles/run.invoker"
+  member   = local.members.workflow
+}

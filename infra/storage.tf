@@ -1,0 +1,91 @@
+# trigger: encrypted uploads from on-premise, deleted after trigger_retention_days.
+# output:  decrypted gzip files the Dataflow pipelines read.
+# config:  the pipeline registry, the job configs and launch records sigma-dataflow writes, and
+#          the idempotency records sigma-dataform keeps under dataform/.
+locals {
+  data_buckets = {
+    trigger = { expire_after_days = var.trigger_retention_days }
+    output  = { expire_after_days = null }
+    config  = { expire_after_days = null }
+  }
+}
+
+resource "google_storage_bucket" "data" {
+  #checkov:skip=CKV_GCP_62:Access is audited with Cloud Audit Logs (Data Access logs for storage.googleapis.com), which supersede legacy usage logs; enabling them is an organisation-level logging decision.
+  for_each = local.data_buckets
+
+  name                        = "${local.bucket_prefix}-${each.key}"
+  project                     = var.project_id
+  location                    = var.region
+  storage_class               = "STANDARD"
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = var.force_destroy_buckets
+
+  versioning {
+    enabled = true
+  }
+
+  dynamic "encryption" {
+    for_each = local.cmek
+    content {
+      default_kms_key_name = encryption.value
+    }
+  }
+
+  dynamic "lifecycle_rule" {
+    for_each = each.value.expire_after_days == null ? [] : [each.value.expire_after_days]
+    content {
+      condition {
+        age = lifecycle_rule.value
+      }
+      action {
+        type = "Delete"
+      }
+    }
+  }
+
+  lifecycle_rule {
+    condition {
+      days_since_noncurrent_time = var.noncurrent_retention_days
+      with_state                 = "ARCHIVED"
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  depends_on = [google_project_service.enabled, google_kms_crypto_key_iam_member.service_agents]
+}
+
+# Staging and temporary files of the Dataflow jobs: scratch space, written and removed by the
+# workers themselves.
+resource "google_storage_bucket" "dataflow_temp" {
+  #checkov:skip=CKV_GCP_62:Access is audited with Cloud Audit Logs (Data Access logs for storage.googleapis.com), which supersede legacy usage logs; enabling them is an organisation-level logging decision.
+  #checkov:skip=CKV_GCP_78:Scratch space of running Dataflow jobs: old versions of temporary files have no value and every object expires after a week.
+  name                        = "${local.bucket_prefix}-dataflow-temp"
+  project                     = var.project_id
+  location                    = var.region
+  storage_class               = "STANDARD"
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = true
+
+  dynamic "encryption" {
+    for_each = local.cmek
+    content {
+      default_kms_key_name = encryption.value
+    }
+  }
+
+  lifecycle_rule {
+    condition {
+      age = 7
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  depends_on = [google_project_service.enabled, google_kms_crypto_key_iam_member.service_agents]
+}

@@ -1,0 +1,139 @@
+variable "project_id" {
+  description = "Google Cloud project that hosts the whole chain."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of the buckets, Cloud Run services, workflow, Eventarc trigger and Artifact Registry repository. Eventarc storage triggers must live in the trigger bucket's region, so everything shares one."
+  type        = string
+  default     = "europe-west1"
+}
+
+variable "name_prefix" {
+  description = "Prefix of every resource name (services, service accounts, topic, workflow). Lowercase letters, digits and hyphens."
+  type        = string
+  default     = "sigma"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{0,14}$", var.name_prefix))
+    error_message = "name_prefix must be 1-15 characters of lowercase letters, digits and hyphens, starting with a letter (service account ids are limited to 30 characters)."
+  }
+}
+
+variable "bucket_prefix" {
+  description = "Prefix of the bucket names, which are global: buckets are named <bucket_prefix>-trigger, -output, -config and -dataflow-temp. Defaults to \"<project_id>-<name_prefix>\"."
+  type        = string
+  default     = null
+}
+
+variable "image" {
+  description = "Full reference of the sigma image the three services run. Defaults to <region>-docker.pkg.dev/<project_id>/<name_prefix>/sigma:<image_tag>, i.e. the repository this configuration creates."
+  type        = string
+  default     = null
+}
+
+variable "image_tag" {
+  description = "Tag of the sigma image in the Artifact Registry repository (e.g. the commit hash), used when image is not set. Tags are immutable in that repository: push a new tag per release."
+  type        = string
+  default     = null
+}
+
+variable "trigger_retention_days" {
+  description = "Days after which encrypted uploads are deleted from the trigger bucket. The decrypted copy stays in the output bucket."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.trigger_retention_days >= 1
+    error_message = "trigger_retention_days must be at least 1."
+  }
+}
+
+variable "noncurrent_retention_days" {
+  description = "Days after which overwritten (noncurrent) object versions are deleted from the versioned buckets."
+  type        = number
+  default     = 30
+}
+
+variable "kms_key_name" {
+  description = "Optional Cloud KMS key (projects/P/locations/L/keyRings/R/cryptoKeys/K, in the same region) encrypting the buckets, the events topic and the image repository. Null keeps Google-managed encryption."
+  type        = string
+  default     = null
+}
+
+variable "force_destroy_buckets" {
+  description = "Allow terraform destroy to delete non-empty buckets. Keep false in production."
+  type        = bool
+  default     = false
+}
+
+variable "max_object_bytes" {
+  description = "Largest encrypted object sigma-decrypt accepts (MAX_OBJECT_BYTES); bigger ones are rejected with 413 before any byte is decrypted."
+  type        = number
+  default     = 10737418240
+}
+
+variable "verify_gzip" {
+  description = "When true, sigma-decrypt inflates the whole plaintext to check the gzip stream end to end before committing it (costs CPU); when false it checks the gzip header only."
+  type        = bool
+  default     = false
+}
+
+variable "object_prefix" {
+  description = "Only objects whose name starts with this prefix (and ends in .encrypted) start the chain; others are ignored by the workflow."
+  type        = string
+  default     = "data/"
+}
+
+variable "poll_interval_seconds" {
+  description = "Seconds the workflow waits between two polls of a Dataflow job or a Dataform invocation."
+  type        = number
+  default     = 30
+}
+
+variable "poll_deadline_seconds" {
+  description = "Seconds after which the workflow stops polling a Dataflow job or a Dataform invocation and fails the execution with a timeout error."
+  type        = number
+  default     = 10800
+}
+
+variable "max_instances" {
+  description = "Upper bound of instances per Cloud Run service."
+  type        = number
+  default     = 10
+}
+
+variable "dataflow_template_bucket" {
+  description = "Optional bucket holding the Flex Template spec files the registry points at; the launcher and the Dataflow workers get read access to it. Null if the templates live in the config bucket."
+  type        = string
+  default     = null
+}
+
+variable "bigquery_datasets" {
+  description = "BigQuery dataset ids (in project_id) the Dataflow pipelines load into; the Dataflow worker service account gets roles/bigquery.dataEditor on each."
+  type        = list(string)
+  default     = []
+}
+
+variable "dataform_repository" {
+  description = "Name of the existing Dataform repository whose actions sigma-dataform runs (DATAFORM_REPOSITORY is derived from it)."
+  type        = string
+}
+
+variable "dataform_region" {
+  description = "Region of the Dataform repository. Defaults to region."
+  type        = string
+  default     = null
+}
+
+variable "dataform_release_config" {
+  description = "Release configuration id in the Dataform repository whose latest compilation result sigma-dataform invokes."
+  type        = string
+  default     = "production"
+}
+
+variable "dataform_service_account" {
+  description = "Optional email of the service account Dataform workflow invocations run as (strict act-as mode); sigma-dataform gets roles/iam.serviceAccountUser on it. Null when invocations run as the Dataform service agent."
+  type        = string
+  default     = null
+}

@@ -1,0 +1,51 @@
+# The chain: Eventarc starts one execution of workflows/sigma.yaml per finalized object in the
+# trigger bucket; the workflow filters, then calls the three services with OIDC tokens.
+resource "google_workflows_workflow" "sigma" {
+  name            = var.name_prefix
+  project         = var.project_id
+  region          = var.region
+  description     = "sigma: decrypt, launch the Dataflow pipeline, run the dependent Dataform actions, publish the outcome."
+  service_account = google_service_account.sa["workflow"].id
+  call_log_level  = "LOG_ERRORS_ONLY"
+  crypto_key_name = var.kms_key_name
+  source_contents = file("${path.module}/../workflows/sigma.yaml")
+
+  user_env_vars = {
+    DECRYPT_URL           = google_cloud_run_v2_service.service["decrypt"].uri
+    DATAFLOW_URL          = google_cloud_run_v2_service.service["dataflow"].uri
+    DATAFORM_URL          = google_cloud_run_v2_service.service["dataform"].uri
+    EVENTS_TOPIC          = local.events_topic
+    OBJECT_PREFIX         = var.object_prefix
+    POLL_INTERVAL_SECONDS = tostring(var.poll_interval_seconds)
+    POLL_DEADLINE_SECONDS = tostring(var.poll_deadline_seconds)
+  }
+
+  depends_on = [
+    google_project_service.enabled,
+    google_cloud_run_v2_service_iam_member.workflow_invokes,
+    google_pubsub_topic_iam_member.publishers,
+  ]
+}
+
+resource "google_eventarc_trigger" "upload" {
+  name            = "${var.name_prefix}-upload"
+  project         = var.project_id
+  location        = var.region
+  service_account = google_service_account.sa["eventarc"].email
+
+  matching_criteria {
+    attribute = "type"
+    value     = "google.cloud.storage.object.v1.finalized"
+  }
+
+  matching_criteria {
+    attribute = "bucket"
+    value     = google_storage_bucket.data["trigger"].name
+  }
+
+  destination {
+    workflow = google_workflows_workflow.sigma.id
+  }
+
+  depends_on = [google_project_iam_member.grants]
+}

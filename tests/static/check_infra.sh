@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Static checks of what deploys sigma: the Dockerfile and infra/ (Terraform).
+#   - hadolint on the Dockerfile;
+#   - checkov on infra/ and the Dockerfile, built-in checks plus sigma's own policies in
+#     tests/static/checkov/, with no failed check; a skip must carry its reason
+#     (#checkov:skip=CKV_ID:reason);
+#   - every Terraform variable and output has a description;
+#   - terraform fmt -check, whenever terraform is installed;
+#   - terraform validate, where the hashicorp/google and google-beta providers can be installed
+#     (registry access, a provider mirror or plugin cache in the terraform CLI configuration, or
+#     TF_PLUGIN_DIR=<dir> holding them); otherwise it says it is skipped, and why.
+# Run from anywhere; tools come from PATH (the Makefile puts .venv/bin first).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+step() { printf '== %s\n' "$*"; }
+# checkov logs its graph-building chatter at WARNING and ERROR; its findings are in its report.
+export LOG_LEVEL=CRITICAL
+
+step "hadolint Dockerfile"
+hadolint Dockerfile
+
+step "every checkov skip gives a reason"
+if grep -rnE 'checkov:skip=' infra Dockerfile | grep -vE 'checkov:skip=CKV[0-9]?_[A-Z0-9_]+:[^[:space:]].{9,}'; then
+    echo "checkov skips above lack a reason: write #checkov:skip=CKV_ID:why" >&2
+    exit 1
+fi
+
+step "checkov infra/ (terraform)"
+checkov --quiet --compact --skip-download --framework terraform \
+    --external-checks-dir tests/static/checkov -d infra
+
+step "checkov Dockerfile"
+checkov --quiet --compact --skip-download --framework dockerfile -f Dockerfile
+
+step "every variable and output is described"
+python3 - infra <<'PY'
+import pathlib, sys
+import hcl2  # installed with checkov
+
+missing = []
+for path in sorted(pathlib.Path(sys.argv[1]).glob("*.tf")):
+    with path.open() as f:
+        doc = hcl2.load(f)
+    for kind in ("variable", "output"):
+        for block in doc.get(kind, []):
+            for name, body in block.items():
+                if not str(body.get("description", "")).strip():
+                    missing.append(f"{path}: {kind} {name!r} has no description")
+if missing:
+    sys.exit("\n".join(missing))
+PY
+
+if ! command -v terraform >/dev/null 2>&1; then
+    echo "SKIPPED terraform fmt and validate: terraform is not installed"
+    exit 0
+fi
+
+# A CLI configuration variable naming a missing file only produces a warning on every command.
+if [[ -n "${TF_CLI_CONFIG_FILE:-}" && ! -e "$TF_CLI_CONFIG_FILE" ]]; then
+    unset TF_CLI_CONFIG_FILE
+fi
+
+step "terraform fmt -check"
+terraform fmt -check -recursive -diff infra
+
+step "terraform validate"
+# Work on a copy so init leaves no .terraform/ or lock file in the tree; the workflow source is
+# read by file("../workflows/sigma.yaml").
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cp -r infra "$work/infra"
+[[ ! -d workflows ]] || cp -r workflows "$work/workflows"
+init_args=(-backend=false -input=false -no-color)
+if [[ -n "${TF_PLUGIN_DIR:-}" ]]; then
+    init_args+=("-plugin-dir=$TF_PLUGIN_DIR")
+fi
+if ! terraform -chdir="$work/infra" init "${init_args[@]}" >"$work/init.log" 2>&1; then
+    echo "SKIPPED terraform validate: the Google providers cannot be installed here (no registry"
+    echo "access and no provider mirror; set TF_PLUGIN_DIR to a directory holding them). terraform init said:"
+    grep -iE 'error|could not' "$work/init.log" | awk '!seen[$0]++' | head -4 | sed 's/^/    /'
+    exit 0
+fi
+terraform -chdir="$work/infra" validate -no-color
