@@ -11,7 +11,11 @@ it for the duration of a run:
 - the process environment: the workflow's env vars and the built-in
   `GOOGLE_CLOUD_WORKFLOW_EXECUTION_ID` etc. that `sys.get_env` reads;
 - its assign lock, with a re-entrant one: after an expression error inside `assign` the
-  emulator never releases it, and the next `assign` in the process would hang.
+  emulator never releases it, and the next `assign` in the process would hang;
+- how a map value turns into text when a whole-value expression (`${e}`) yields a map: the
+  emulator prints it as a Python repr and parses that back as YAML, which breaks on strings
+  holding both kinds of quotes (error messages do) and turns nested nulls into "None"; as
+  JSON it round-trips exactly.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any, Iterator
 import requests
 from workflows_emulator import main as emulator
 from workflows_emulator.lib import http_utils
-from workflows_emulator.utils import WorkflowError
+from workflows_emulator.utils import ContextDict, WorkflowError
 
 REPO = Path(__file__).resolve().parents[3]
 WORKFLOW = REPO / "workflows" / "sigma.yaml"
@@ -96,14 +100,15 @@ class Workflow:
     @contextlib.contextmanager
     def _patched(self) -> Iterator[None]:
         request = self._request
-        saved = (http_utils.request, emulator.authenticated_request, emulator.LOCK)
+        saved = (http_utils.request, emulator.authenticated_request, emulator.LOCK, ContextDict.__str__)
         http_utils.request = request
         emulator.authenticated_request = request
         emulator.LOCK = threading.RLock()
+        ContextDict.__str__ = _as_json
         try:
             yield
         finally:
-            http_utils.request, emulator.authenticated_request, emulator.LOCK = saved
+            http_utils.request, emulator.authenticated_request, emulator.LOCK, ContextDict.__str__ = saved
 
     def _request(self, method: str, url: str, auth: dict | None = None, headers: dict | None = None, **kwargs: Any) -> dict:
         headers = dict(headers or {})
@@ -125,6 +130,10 @@ class Workflow:
         if ".googleapis.com" in url:
             raise ConnectionError(f"no local fake for {url}: refusing to call Google")
         return url
+
+
+def _as_json(value: ContextDict) -> str:
+    return json.dumps(value.to_dict(), default=str)
 
 
 def _plain(value: Any) -> Any:
