@@ -4,6 +4,7 @@ locals {
     storage          = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
     pubsub           = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
     artifactregistry = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-artifactregistry.iam.gserviceaccount.com"
+    workflows        = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-workflows.iam.gserviceaccount.com"
   }
 }
 

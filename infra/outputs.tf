@@ -14,13 +14,13 @@ output "config_bucket" {
 }
 
 output "pipelines_uri" {
-  description = "Where sigma-dataflow reads the pipeline registry: upload examples/pipelines.yaml here."
-  value       = local.services.dataflow.env.PIPELINES
+  description = "Where sigma-dataflow reads the pipeline registry (PIPELINES): upload your pipelines.yaml here."
+  value       = local.pipelines_uri
 }
 
 output "dataflow_temp_location" {
-  description = "Temp and staging location for the Dataflow jobs."
-  value       = local.services.dataflow.env.DATAFLOW_TEMP_LOCATION
+  description = "Value for defaults.environment.temp_location (and staging_location) in the pipeline registry."
+  value       = local.temp_location
 }
 
 output "fernet_keys_secret" {
@@ -54,6 +54,6 @@ output "service_accounts" {
 }
 
 output "dataflow_worker_service_account" {
-  description = "Service account the Dataflow jobs run as; grant it access to any extra source or sink the pipelines use."
+  description = "Value for defaults.environment.service_account_email in the pipeline registry: the account the Dataflow jobs run as. Grant it access to any other source or sink the pipelines use."
   value       = google_service_account.sa["dataflow_worker"].email
 }

@@ -3,8 +3,8 @@
 # Sizing: sigma-decrypt streams objects of 1 GiB and more through a bounded buffer (its resident
 # memory stays under 64 MiB per request by design), so memory is headroom, not file size. A
 # decryption keeps about two threads busy (download + decrypt/upload), hence 2 vCPUs and 4
-# concurrent requests, and the 3600 s request timeout covers a multi-GiB object at Cloud Storage
-# streaming rates. sigma-dataflow and sigma-dataform only make short control-plane calls: the
+# concurrent requests. Its request timeout (decrypt_timeout_seconds) covers multi-GiB objects at
+# Cloud Storage streaming rates. sigma-dataflow and sigma-dataform only make short control-plane calls: the
 # workflow polls them, so they never hold a request open for long.
 locals {
   services = {
@@ -12,7 +12,7 @@ locals {
       cpu         = "2"
       memory      = "1Gi"
       concurrency = 4
-      timeout     = "3600s"
+      timeout     = "${var.decrypt_timeout_seconds}s"
       env = {
         OUTPUT_BUCKET      = google_storage_bucket.data["output"].name
         TRIGGER_BUCKETS    = google_storage_bucket.data["trigger"].name
@@ -27,11 +27,9 @@ locals {
       concurrency = 20
       timeout     = "300s"
       env = {
-        PIPELINES                = "gs://${google_storage_bucket.data["config"].name}/pipelines.yaml"
-        CONFIG_BUCKET            = google_storage_bucket.data["config"].name
-        DATAFLOW_REGION          = var.region
-        DATAFLOW_SERVICE_ACCOUNT = google_service_account.sa["dataflow_worker"].email
-        DATAFLOW_TEMP_LOCATION   = "gs://${google_storage_bucket.dataflow_temp.name}/temp"
+        PIPELINES       = local.pipelines_uri
+        CONFIG_BUCKET   = google_storage_bucket.data["config"].name
+        DATAFLOW_REGION = var.region
       }
     }
     dataform = {
@@ -39,16 +37,19 @@ locals {
       memory      = "512Mi"
       concurrency = 20
       timeout     = "300s"
-      env = {
-        DATAFORM_REPOSITORY     = local.dataform_repository_id
-        DATAFORM_RELEASE_CONFIG = "${local.dataform_repository_id}/releaseConfigs/${var.dataform_release_config}"
-        STATE_BUCKET            = google_storage_bucket.data["config"].name
-        STATE_PREFIX            = "dataform/"
-      }
+      env = merge(
+        {
+          DATAFORM_REPOSITORY     = local.dataform_repository_id
+          DATAFORM_RELEASE_CONFIG = var.dataform_release_config
+          DATAFORM_STATE_BUCKET   = google_storage_bucket.data["config"].name
+        },
+        var.dataform_service_account == null ? {} : { DATAFORM_SERVICE_ACCOUNT = var.dataform_service_account },
+      )
     }
   }
 
-  # Every service reports to the events topic and correlates its logs with Cloud Trace.
+  # Every service reports to the events topic and correlates its logs with Cloud Trace (which
+  # needs the project id); sigma-dataflow also launches its jobs in that project.
   common_env = {
     EVENTS_TOPIC         = local.events_topic
     GOOGLE_CLOUD_PROJECT = var.project_id

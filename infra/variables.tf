@@ -73,6 +73,17 @@ variable "max_object_bytes" {
   default     = 10737418240
 }
 
+variable "decrypt_timeout_seconds" {
+  description = "Request timeout of sigma-decrypt. The workflow waits at most 1800 s for it (the Workflows maximum for one HTTP call), so a longer timeout only serves direct callers."
+  type        = number
+  default     = 1800
+
+  validation {
+    condition     = var.decrypt_timeout_seconds >= 60 && var.decrypt_timeout_seconds <= 3600
+    error_message = "decrypt_timeout_seconds must be between 60 and 3600 (the Cloud Run maximum)."
+  }
+}
+
 variable "verify_gzip" {
   description = "When true, sigma-decrypt inflates the whole plaintext to check the gzip stream end to end before committing it (costs CPU); when false it checks the gzip header only."
   type        = bool
@@ -94,7 +105,7 @@ variable "poll_interval_seconds" {
 variable "poll_deadline_seconds" {
   description = "Seconds after which the workflow stops polling a Dataflow job or a Dataform invocation and fails the execution with a timeout error."
   type        = number
-  default     = 10800
+  default     = 21600
 }
 
 variable "max_instances" {
@@ -127,13 +138,13 @@ variable "dataform_region" {
 }
 
 variable "dataform_release_config" {
-  description = "Release configuration id in the Dataform repository whose latest compilation result sigma-dataform invokes."
+  description = "Release configuration (id, or full name) of the Dataform repository whose compilation sigma-dataform invokes (DATAFORM_RELEASE_CONFIG)."
   type        = string
   default     = "production"
 }
 
 variable "dataform_service_account" {
-  description = "Optional email of the service account Dataform workflow invocations run as (strict act-as mode); sigma-dataform gets roles/iam.serviceAccountUser on it. Null when invocations run as the Dataform service agent."
+  description = "Optional email of the service account Dataform workflow invocations run as (strict act-as mode); it is passed as DATAFORM_SERVICE_ACCOUNT and sigma-dataform gets roles/iam.serviceAccountUser on it. Null when invocations run as the Dataform service agent."
   type        = string
   default     = null
 }

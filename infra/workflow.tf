@@ -24,6 +24,7 @@ resource "google_workflows_workflow" "sigma" {
     google_project_service.enabled,
     google_cloud_run_v2_service_iam_member.workflow_invokes,
     google_pubsub_topic_iam_member.publishers,
+    google_kms_crypto_key_iam_member.service_agents,
   ]
 }
 
