@@ -14,15 +14,15 @@ locals {
 
   bucket_grants = merge(
     {
-      decrypt_reads_trigger  = { bucket = "trigger", role = "roles/storage.objectViewer", member = local.members.decrypt }
-      decrypt_reads_output   = { bucket = "output", role = "roles/storage.objectViewer", member = local.members.decrypt }
-      decrypt_creates_output = { bucket = "output", role = "roles/storage.objectCreator", member = local.members.decrypt }
-      dataflow_reads_output  = { bucket = "output", role = "roles/storage.objectViewer", member = local.members.dataflow }
-      dataflow_uses_config   = { bucket = "config", role = "roles/storage.objectUser", member = local.members.dataflow }
-      dataform_uses_config   = { bucket = "config", role = "roles/storage.objectUser", member = local.members.dataform }
-      worker_reads_output    = { bucket = "output", role = "roles/storage.objectViewer", member = local.members.dataflow_worker }
-      worker_reads_config    = { bucket = "config", role = "roles/storage.objectViewer", member = local.members.dataflow_worker }
-      worker_uses_temp       = { bucket = "dataflow-temp", role = "roles/storage.objectAdmin", member = local.members.dataflow_worker }
+      decrypt_reads_trigger = { bucket = "trigger", role = "roles/storage.objectViewer", member = local.members.decrypt }
+      # A newer upload of the same file replaces its decrypted copy: overwriting needs delete.
+      decrypt_writes_output = { bucket = "output", role = "roles/storage.objectUser", member = local.members.decrypt }
+      dataflow_reads_output = { bucket = "output", role = "roles/storage.objectViewer", member = local.members.dataflow }
+      dataflow_uses_config  = { bucket = "config", role = "roles/storage.objectUser", member = local.members.dataflow }
+      dataform_uses_config  = { bucket = "config", role = "roles/storage.objectUser", member = local.members.dataform }
+      worker_reads_output   = { bucket = "output", role = "roles/storage.objectViewer", member = local.members.dataflow_worker }
+      worker_reads_config   = { bucket = "config", role = "roles/storage.objectViewer", member = local.members.dataflow_worker }
+      worker_uses_temp      = { bucket = "dataflow-temp", role = "roles/storage.objectAdmin", member = local.members.dataflow_worker }
     },
     var.dataflow_template_bucket == null ? {} : {
       dataflow_reads_templates = { bucket = "templates", role = "roles/storage.objectViewer", member = local.members.dataflow }

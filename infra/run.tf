@@ -4,8 +4,8 @@
 # memory stays under 64 MiB per request by design), so memory is headroom, not file size. A
 # decryption keeps about two threads busy (download + decrypt/upload), hence 2 vCPUs and 4
 # concurrent requests. Its request timeout (decrypt_timeout_seconds) covers multi-GiB objects at
-# Cloud Storage streaming rates. sigma-dataflow and sigma-dataform only make short control-plane calls: the
-# workflow polls them, so they never hold a request open for long.
+# Cloud Storage streaming rates. sigma-dataflow and sigma-dataform only make short control-plane
+# calls: the workflow polls them, so they never hold a request open for long.
 locals {
   services = {
     decrypt = {
@@ -13,13 +13,16 @@ locals {
       memory      = "1Gi"
       concurrency = 4
       timeout     = "${var.decrypt_timeout_seconds}s"
-      env = {
-        OUTPUT_BUCKET      = google_storage_bucket.data["output"].name
-        TRIGGER_BUCKETS    = google_storage_bucket.data["trigger"].name
-        FERNET_KEYS_SECRET = "${google_secret_manager_secret.fernet_keys.id}/versions/latest"
-        MAX_OBJECT_BYTES   = tostring(var.max_object_bytes)
-        VERIFY_GZIP        = tostring(var.verify_gzip)
-      }
+      env = merge(
+        {
+          OUTPUT_BUCKET      = google_storage_bucket.data["output"].name
+          TRIGGER_BUCKETS    = google_storage_bucket.data["trigger"].name
+          FERNET_KEYS_SECRET = "${google_secret_manager_secret.fernet_keys.id}/versions/latest"
+          MAX_OBJECT_BYTES   = tostring(var.max_object_bytes)
+          VERIFY_GZIP        = tostring(var.verify_gzip)
+        },
+        var.fernet_ttl_seconds == null ? {} : { FERNET_TTL_SECONDS = tostring(var.fernet_ttl_seconds) },
+      )
     }
     dataflow = {
       cpu         = "1"

@@ -84,6 +84,12 @@ variable "decrypt_timeout_seconds" {
   }
 }
 
+variable "fernet_ttl_seconds" {
+  description = "Optional maximum age of a Fernet token, by its own timestamp (FERNET_TTL_SECONDS, Python's ttl); older uploads are refused. Null accepts any age."
+  type        = number
+  default     = null
+}
+
 variable "verify_gzip" {
   description = "When true, sigma-decrypt inflates the whole plaintext to check the gzip stream end to end before committing it (costs CPU); when false it checks the gzip header only."
   type        = bool
