@@ -9,9 +9,12 @@
 #   - terraform validate, where the hashicorp/google and google-beta providers can be installed
 #     (registry access, a provider mirror or plugin cache in the terraform CLI configuration, or
 #     TF_PLUGIN_DIR=<dir> holding them); otherwise it says it is skipped, and why.
-# Run from anywhere; tools come from PATH (the Makefile puts .venv/bin first).
+# Run from anywhere, after `make deps` (hadolint, checkov and its hcl2 parser live in .venv).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+if [[ -d .venv/bin ]]; then
+    PATH="$PWD/.venv/bin:$PATH"
+fi
 
 step() { printf '== %s\n' "$*"; }
 # checkov logs its graph-building chatter at WARNING and ERROR; its findings are in its report.
