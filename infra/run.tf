@@ -62,9 +62,10 @@ locals {
 resource "google_cloud_run_v2_service" "service" {
   for_each = local.services
 
-  name     = "${var.name_prefix}-${each.key}"
-  project  = var.project_id
-  location = var.region
+  name                = "${var.name_prefix}-${each.key}"
+  project             = var.project_id
+  location            = var.region
+  deletion_protection = var.deletion_protection
   # Only the workflow calls the services, from inside Google Cloud.
   ingress = "INGRESS_TRAFFIC_INTERNAL_ONLY"
 

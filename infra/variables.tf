@@ -61,6 +61,12 @@ variable "kms_key_name" {
   default     = null
 }
 
+variable "deletion_protection" {
+  description = "Refuse to delete the Cloud Run services and the workflow. Apply with false before a terraform destroy."
+  type        = bool
+  default     = true
+}
+
 variable "force_destroy_buckets" {
   description = "Allow terraform destroy to delete non-empty buckets. Keep false in production."
   type        = bool

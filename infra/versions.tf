@@ -4,12 +4,12 @@ terraform {
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = ">= 6.0, < 8.0"
+      version = ">= 6.50, < 8.0"
     }
     # Only for google_dataform_repository_iam_member, which is beta-only before 7.x.
     google-beta = {
       source  = "hashicorp/google-beta"
-      version = ">= 6.0, < 8.0"
+      version = ">= 6.50, < 8.0"
     }
   }
 }

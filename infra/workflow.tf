@@ -1,14 +1,15 @@
 # The chain: Eventarc starts one execution of workflows/sigma.yaml per finalized object in the
 # trigger bucket; the workflow filters, then calls the three services with OIDC tokens.
 resource "google_workflows_workflow" "sigma" {
-  name            = var.name_prefix
-  project         = var.project_id
-  region          = var.region
-  description     = "sigma: decrypt, launch the Dataflow pipeline, run the dependent Dataform actions, publish the outcome."
-  service_account = google_service_account.sa["workflow"].id
-  call_log_level  = "LOG_ERRORS_ONLY"
-  crypto_key_name = var.kms_key_name
-  source_contents = file("${path.module}/../workflows/sigma.yaml")
+  name                = var.name_prefix
+  deletion_protection = var.deletion_protection
+  project             = var.project_id
+  region              = var.region
+  description         = "sigma: decrypt, launch the Dataflow pipeline, run the dependent Dataform actions, publish the outcome."
+  service_account     = google_service_account.sa["workflow"].id
+  call_log_level      = "LOG_ERRORS_ONLY"
+  crypto_key_name     = var.kms_key_name
+  source_contents     = file("${path.module}/../workflows/sigma.yaml")
 
   user_env_vars = {
     DECRYPT_URL           = google_cloud_run_v2_service.service["decrypt"].uri
