@@ -1,0 +1,111 @@
+//! Every runnable action that depends, directly or transitively, on one node, in an order
+//! that runs dependencies first.
+//!
+//! Disabled actions are traversed and reported: Dataform ends them `DISABLED`, which counts
+//! as success, so their enabled dependents must still be in the invocation.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::graph::{Graph, Kind, Target};
+
+/// The runnable dependents of `source` (never `source` itself), dependencies first, ties
+/// broken by target so the same graph always gives the same order.
+pub fn closure(graph: &Graph, source: u32) -> Vec<u32> {
+    const UNSEEN: u32 = u32::MAX;
+    // One slot per node: UNSEEN, or (once reached) how many of its dependencies inside the
+    // closure have not been ordered yet. Dense arrays keep a 100,000-node closure in cache.
+    let mut pending = vec![UNSEEN; graph.len()];
+    pending[source as usize] = 0;
+    let mut reached = vec![source];
+    let mut next = 0;
+    while next < reached.len() {
+        let node = reached[next];
+        next += 1;
+        for &dependent in graph.dependents(node) {
+            if pending[dependent as usize] == UNSEEN {
+                pending[dependent as usize] = 0;
+                reached.push(dependent);
+            }
+        }
+    }
+    let mut ready = BinaryHeap::new();
+    for &node in &reached[1..] {
+        let inside = graph
+            .dependencies(node)
+            .iter()
+            .filter(|&&d| d != source && pending[d as usize] != UNSEEN)
+            .count();
+        pending[node as usize] = inside as u32;
+        if inside == 0 {
+            ready.push(Reverse((graph.rank(node), node)));
+        }
+    }
+    let mut ordered = Vec::with_capacity(reached.len() - 1);
+    while let Some(Reverse((_, node))) = ready.pop() {
+        if graph.action(node).kind.is_runnable() {
+            ordered.push(node);
+        }
+        for &dependent in graph.dependents(node) {
+            let count = &mut pending[dependent as usize];
+            *count -= 1;
+            if *count == 0 {
+                ready.push(Reverse((graph.rank(dependent), dependent)));
+            }
+        }
+    }
+    ordered
+}
+
+/// One action as `/closure`, `/invoke` and `sigma closure --json` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionView {
+    pub database: String,
+    pub schema: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    pub disabled: bool,
+    pub tags: Vec<String>,
+}
+
+impl ActionView {
+    pub fn of(graph: &Graph, node: u32) -> Self {
+        let action = graph.action(node);
+        Self {
+            database: action.target.database.clone(),
+            schema: action.target.schema.clone(),
+            name: action.target.name.clone(),
+            kind: action.kind,
+            disabled: action.disabled,
+            tags: action.tags.clone(),
+        }
+    }
+
+    pub fn target(&self) -> Target {
+        Target::new(&self.database, &self.schema, &self.name)
+    }
+}
+
+/// The `/closure` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub source: Target,
+    pub actions: Vec<ActionView>,
+    pub count: usize,
+}
+
+impl Report {
+    pub fn new(graph: &Graph, source: u32, closure: &[u32]) -> Self {
+        Self {
+            source: graph.action(source).target.clone(),
+            actions: closure
+                .iter()
+                .map(|&node| ActionView::of(graph, node))
+                .collect(),
+            count: closure.len(),
+        }
+    }
+}

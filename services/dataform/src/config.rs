@@ -1,0 +1,199 @@
+//! Configuration from the environment, checked at start-up.
+//!
+//! | Variable | Meaning |
+//! |---|---|
+//! | `DATAFORM_COMPILED_GRAPH` | `dataform compile --json` output, a local path or `gs://bucket/object` (offline source) |
+//! | `DATAFORM_REPOSITORY` | `projects/P/locations/L/repositories/R` (API source; excludes the above) |
+//! | `DATAFORM_RELEASE_CONFIG` / `DATAFORM_GIT_COMMITISH` / `DATAFORM_WORKSPACE` | exactly one with the repository: what to compile (a release config or workspace id or full name) |
+//! | `DATAFORM_ENDPOINT` | overrides `https://dataform.googleapis.com`; an `http://` endpoint uses anonymous credentials (fakes) |
+//! | `DATAFORM_SERVICE_ACCOUNT` | optional `invocationConfig.serviceAccount` |
+//! | `DATAFORM_GRAPH_TTL_SECONDS` | how long a compilation (or graph file) is reused, default 300 |
+//! | `DATAFORM_STATE_BUCKET` | bucket for idempotency records; without it they live in the instance's memory |
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sigma_shared::config::{self, ConfigError};
+use sigma_shared::{BucketName, GsUri, ObjectRef};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompileFrom {
+    ReleaseConfig(String),
+    GitCommitish(String),
+    Workspace(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub repository: String,
+    pub compile_from: CompileFrom,
+    pub endpoint: Option<String>,
+    pub service_account: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum GraphOrigin {
+    File(PathBuf),
+    Gcs(ObjectRef),
+    Api(ApiSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub origin: GraphOrigin,
+    pub ttl: Duration,
+    pub state_bucket: Option<BucketName>,
+}
+
+const DEFAULT_TTL_SECONDS: u64 = 300;
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let graph = config::optional("DATAFORM_COMPILED_GRAPH");
+        let repository = config::optional("DATAFORM_REPOSITORY");
+        let origin = match (graph, repository) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "DATAFORM_COMPILED_GRAPH",
+                    "set either DATAFORM_COMPILED_GRAPH or DATAFORM_REPOSITORY, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "DATAFORM_COMPILED_GRAPH",
+                    "set DATAFORM_COMPILED_GRAPH (a compiled graph) or DATAFORM_REPOSITORY (the Dataform API)",
+                ));
+            }
+            (Some(graph), None) => graph_origin(&graph)?,
+            (None, Some(repository)) => GraphOrigin::Api(api_settings(repository)?),
+        };
+        Ok(Self {
+            origin,
+            ttl: Duration::from_secs(
+                config::parsed("DATAFORM_GRAPH_TTL_SECONDS")?.unwrap_or(DEFAULT_TTL_SECONDS),
+            ),
+            state_bucket: config::parsed("DATAFORM_STATE_BUCKET")?,
+        })
+    }
+}
+
+fn graph_origin(value: &str) -> Result<GraphOrigin, ConfigError> {
+    if value.starts_with("gs://") {
+        let uri: GsUri = value
+            .parse()
+            .map_err(|e| ConfigError::new("DATAFORM_COMPILED_GRAPH", e))?;
+        Ok(GraphOrigin::Gcs(uri.0))
+    } else {
+        Ok(GraphOrigin::File(PathBuf::from(value)))
+    }
+}
+
+fn segment_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+}
+
+/// `projects/P/locations/L/repositories/R`, as the API's resource names are written.
+pub fn repository(value: &str) -> Result<String, ConfigError> {
+    let parts: Vec<&str> = value.split('/').collect();
+    match parts.as_slice() {
+        ["projects", p, "locations", l, "repositories", r]
+            if [p, l, r].iter().all(|s| segment_ok(s)) =>
+        {
+            Ok(value.to_owned())
+        }
+        _ => Err(ConfigError::new(
+            "DATAFORM_REPOSITORY",
+            "must look like projects/PROJECT/locations/LOCATION/repositories/REPOSITORY",
+        )),
+    }
+}
+
+/// A release config or workspace given by id or by full name (which must be in the repository).
+fn child(
+    var: &str,
+    repository: &str,
+    collection: &str,
+    value: &str,
+) -> Result<String, ConfigError> {
+    let prefix = format!("{repository}/{collection}/");
+    let name = if value.contains('/') {
+        value.to_owned()
+    } else {
+        format!("{prefix}{value}")
+    };
+    match name.strip_prefix(&prefix) {
+        Some(id) if segment_ok(id) => Ok(name),
+        _ => Err(ConfigError::new(
+            var,
+            format!("must be an id or a name under {prefix}"),
+        )),
+    }
+}
+
+fn api_settings(repository_value: String) -> Result<ApiSettings, ConfigError> {
+    let repository = repository(&repository_value)?;
+    let release = config::optional("DATAFORM_RELEASE_CONFIG");
+    let commitish = config::optional("DATAFORM_GIT_COMMITISH");
+    let workspace = config::optional("DATAFORM_WORKSPACE");
+    let compile_from = match (release, commitish, workspace) {
+        (Some(r), None, None) => CompileFrom::ReleaseConfig(child(
+            "DATAFORM_RELEASE_CONFIG",
+            &repository,
+            "releaseConfigs",
+            &r,
+        )?),
+        (None, Some(c), None) => CompileFrom::GitCommitish(c),
+        (None, None, Some(w)) => {
+            CompileFrom::Workspace(child("DATAFORM_WORKSPACE", &repository, "workspaces", &w)?)
+        }
+        _ => {
+            return Err(ConfigError::new(
+                "DATAFORM_RELEASE_CONFIG",
+                "set exactly one of DATAFORM_RELEASE_CONFIG, DATAFORM_GIT_COMMITISH, DATAFORM_WORKSPACE",
+            ));
+        }
+    };
+    let endpoint =
+        config::optional("DATAFORM_ENDPOINT").map(|e| e.trim_end_matches('/').to_owned());
+    if let Some(endpoint) = &endpoint
+        && !endpoint.starts_with("http://")
+        && !endpoint.starts_with("https://")
+    {
+        return Err(ConfigError::new(
+            "DATAFORM_ENDPOINT",
+            "must be an http:// or https:// URL",
+        ));
+    }
+    Ok(ApiSettings {
+        repository,
+        compile_from,
+        endpoint,
+        service_account: config::optional("DATAFORM_SERVICE_ACCOUNT"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_names_are_checked_and_children_are_expanded() {
+        let repo = repository("projects/acme/locations/us-central1/repositories/dwh").unwrap();
+        assert!(repository("projects/acme/repositories/dwh").is_err());
+        assert_eq!(
+            child("V", &repo, "releaseConfigs", "production").unwrap(),
+            "projects/acme/locations/us-central1/repositories/dwh/releaseConfigs/production"
+        );
+        assert!(
+            child(
+                "V",
+                &repo,
+                "workspaces",
+                "projects/other/locations/x/repositories/y/workspaces/w"
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,108 @@
+//! Every way a sigma-dataform request can fail, and what each means over HTTP.
+
+use axum::http::StatusCode;
+use sigma_shared::HttpError;
+use sigma_shared::google::Failure;
+use sigma_shared::storage::StorageError;
+
+use crate::graph::GraphError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataformError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("no action or declaration is named {0}")]
+    UnknownTable(String),
+    #[error("{name} names several tables, say which: {}", candidates.join(", "))]
+    AmbiguousTable {
+        name: String,
+        candidates: Vec<String>,
+    },
+    #[error("the Dataform project does not compile: {}", .0.join("; "))]
+    CompilationFailed(Vec<String>),
+    /// The configured graph cannot be used; an operator must fix it, retrying will not help.
+    #[error("{0}")]
+    InvalidGraph(GraphError),
+    #[error("invocations need DATAFORM_REPOSITORY; this instance reads its graph from a file")]
+    InvocationsUnavailable,
+    #[error("no workflow invocation {0}")]
+    UnknownInvocation(String),
+    #[error("another request with this idempotency key is creating its invocation; retry shortly")]
+    InvocationInProgress,
+    #[error("Dataform failed to {operation}: {message}")]
+    Google {
+        operation: &'static str,
+        failure: Failure,
+        message: String,
+    },
+    #[error("the idempotency record {0} is unreadable")]
+    CorruptRecord(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<GraphError> for DataformError {
+    fn from(error: GraphError) -> Self {
+        match error {
+            GraphError::Compilation(messages) => Self::CompilationFailed(messages),
+            other => Self::InvalidGraph(other),
+        }
+    }
+}
+
+impl DataformError {
+    pub fn google(operation: &'static str, error: &google_cloud_gax::error::Error) -> Self {
+        Self::Google {
+            operation,
+            failure: Failure::of(error),
+            message: sigma_shared::google::message(error),
+        }
+    }
+}
+
+impl HttpError for DataformError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::UnknownTable(_) | Self::UnknownInvocation(_) => StatusCode::NOT_FOUND,
+            Self::AmbiguousTable { .. } => StatusCode::CONFLICT,
+            Self::CompilationFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::InvalidGraph(_) | Self::CorruptRecord(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::InvocationsUnavailable => StatusCode::NOT_IMPLEMENTED,
+            Self::InvocationInProgress => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Google { failure, .. } => failure.status(),
+            Self::Storage(e) => e.status(),
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::UnknownTable(_) => "unknown_table",
+            Self::AmbiguousTable { .. } => "ambiguous_table",
+            Self::CompilationFailed(_) => "compilation_failed",
+            Self::InvalidGraph(_) => "invalid_graph",
+            Self::InvocationsUnavailable => "invocations_unavailable",
+            Self::UnknownInvocation(_) => "unknown_invocation",
+            Self::InvocationInProgress => "invocation_in_progress",
+            Self::Google {
+                failure: Failure::Transient,
+                ..
+            } => "dataform_unavailable",
+            Self::Google { .. } => "dataform_error",
+            Self::CorruptRecord(_) => "corrupt_record",
+            Self::Storage(e) => e.code(),
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        match self {
+            Self::InvalidGraph(_) | Self::CorruptRecord(_) => false,
+            Self::Google { failure, .. } => failure.retryable(),
+            Self::Storage(e) => e.retryable(),
+            other => sigma_shared::error::is_transient(other.status()),
+        }
+    }
+}
+
+sigma_shared::into_response_via_api_error!(DataformError);
