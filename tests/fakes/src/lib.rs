@@ -4,4 +4,5 @@
 //! address. The APIs with no emulator are fakes that speak Google's wire format and refuse
 //! what Google would refuse, so the production clients run unchanged against them.
 
+pub mod dataform;
 pub mod gcs;
