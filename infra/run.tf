@@ -130,10 +130,15 @@ resource "google_cloud_run_v2_service" "service" {
     }
   }
 
+  # Each service loads its inputs (keys, registry, Dataform graph) before serving: its grants
+  # must exist before its first revision starts.
   depends_on = [
     google_project_service.enabled,
     google_secret_manager_secret_iam_member.decrypt_reads_keys,
     google_storage_bucket_iam_member.grants,
+    google_pubsub_topic_iam_member.publishers,
+    google_dataform_repository_iam_member.dataform_invokes,
+    google_service_account_iam_member.dataform_acts_as_runner,
   ]
 }
 
