@@ -2,10 +2,10 @@
 //! everything else, Python `cryptography` (run from the project's `.venv`).
 
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::rc::Rc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -444,10 +444,17 @@ fn no_configured_key_means_a_signature_error_and_the_last_block_is_never_written
     let last = tampered.len() - 10;
     tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
     let seen = Rc::new(RefCell::new(Vec::new()));
-    let result = Decryptor::new(ring(&[&key])).decrypt(|| Ok(&tampered[..]), || Ok(Recorder(seen.clone())));
-    assert!(matches!(result, Err(DecryptError::Token(TokenError::Signature))));
+    let result =
+        Decryptor::new(ring(&[&key])).decrypt(|| Ok(&tampered[..]), || Ok(Recorder(seen.clone())));
+    assert!(matches!(
+        result,
+        Err(DecryptError::Token(TokenError::Signature))
+    ));
     let seen = seen.borrow().len();
-    assert_eq!(seen, 4096, "everything but the final block streams; that block waits for the tag");
+    assert_eq!(
+        seen, 4096,
+        "everything but the final block streams; that block waits for the tag"
+    );
 }
 
 #[test]
