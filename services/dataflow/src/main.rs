@@ -1,1 +1,28 @@
-fn main() {}
+use std::sync::Arc;
+
+use sigma_dataflow::config::Config;
+use sigma_dataflow::dataflow::{self, Dataflow};
+use sigma_dataflow::{Launcher, app};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    sigma_shared::telemetry::init();
+    let storage = sigma_shared::storage::client().await?;
+    let config = Config::from_env(&storage).await?;
+    let credentials = google_cloud_auth::credentials::Builder::default()
+        .with_scopes([dataflow::SCOPE])
+        .build_access_token_credentials()?;
+    let launcher = Launcher {
+        registry: Arc::new(config.registry),
+        site: config.site,
+        storage,
+        dataflow: Dataflow::new(
+            &config.dataflow_endpoint,
+            credentials,
+            config.dataflow_timeout,
+        ),
+    };
+    let listener = sigma_shared::server::bind_from_env().await?;
+    sigma_shared::server::serve(listener, app(launcher)).await?;
+    Ok(())
+}

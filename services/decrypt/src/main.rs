@@ -1,1 +1,15 @@
-fn main() {}
+//! sigma-decrypt: reads its configuration, loads the keys, serves until SIGTERM.
+
+use sigma_decrypt::app;
+use sigma_decrypt::config::Config;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    sigma_shared::telemetry::init();
+    let config = Config::from_env()?;
+    let storage = sigma_shared::storage::client().await?;
+    let router = app::build(config, storage).await?;
+    let listener = sigma_shared::server::bind_from_env().await?;
+    sigma_shared::server::serve(listener, router).await?;
+    Ok(())
+}

@@ -6,3 +6,4 @@
 
 pub mod dataform;
 pub mod gcs;
+pub mod secretmanager;

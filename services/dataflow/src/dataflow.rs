@@ -1,0 +1,263 @@
+//! The Dataflow v1b3 REST API over reqwest, with tokens from `google-cloud-auth`.
+//!
+//! There is no official Rust client for Dataflow; the few calls sigma makes are plain JSON
+//! requests. Failures are sorted with the shared Google classification, so a throttled or
+//! unreachable Dataflow is a retryable 503 and a rejected request carries Google's message.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use google_cloud_auth::credentials::AccessTokenCredentials;
+use serde::de::DeserializeOwned;
+use sigma_shared::HttpError;
+use sigma_shared::google::Failure;
+
+use crate::wire::{
+    ErrorBody, Job, LaunchFlexTemplateRequest, LaunchFlexTemplateResponse, ListJobMessagesResponse,
+    ListJobsResponse,
+};
+
+pub const DEFAULT_ENDPOINT: &str = "https://dataflow.googleapis.com";
+pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+
+/// More pages than this in a name lookup or message listing means something is wrong.
+const MAX_PAGES: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataflowError {
+    #[error("no access token for Dataflow: {0}")]
+    Credentials(String),
+    #[error("Dataflow did not answer: {0}")]
+    Transport(String),
+    #[error("Dataflow answered {status}: {message}")]
+    Google {
+        status: u16,
+        failure: Failure,
+        message: String,
+    },
+    #[error("Dataflow sent an answer sigma cannot read: {0}")]
+    Malformed(String),
+}
+
+impl DataflowError {
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Google { status: 409, .. })
+    }
+}
+
+impl HttpError for DataflowError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Credentials(_) | Self::Transport(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Google { failure, .. } => failure.status(),
+            Self::Malformed(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Credentials(_) => "credentials_unavailable",
+            Self::Transport(_) => "dataflow_unavailable",
+            Self::Google { failure, .. } => match failure {
+                Failure::Transient => "dataflow_unavailable",
+                Failure::NotFound => "dataflow_not_found",
+                Failure::Rejected(_) | Failure::PreconditionFailed => "dataflow_rejected",
+                Failure::Unexpected => "dataflow_error",
+            },
+            Self::Malformed(_) => "dataflow_error",
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        match self {
+            Self::Credentials(_) | Self::Transport(_) => true,
+            Self::Google { failure, .. } => failure.retryable(),
+            Self::Malformed(_) => false,
+        }
+    }
+}
+
+/// Which jobs `jobs.list` returns.
+#[derive(Debug, Clone, Copy)]
+pub enum JobFilter {
+    All,
+    Active,
+}
+
+#[derive(Clone)]
+pub struct Dataflow {
+    http: reqwest::Client,
+    endpoint: String,
+    credentials: AccessTokenCredentials,
+}
+
+impl Dataflow {
+    pub fn new(endpoint: &str, credentials: AccessTokenCredentials, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .expect("a reqwest client with rustls always builds");
+        Self {
+            http,
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            credentials,
+        }
+    }
+
+    fn url(&self, project: &str, region: &str, rest: &str) -> String {
+        format!(
+            "{}/v1b3/projects/{project}/locations/{region}/{rest}",
+            self.endpoint
+        )
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, DataflowError> {
+        let token = self
+            .credentials
+            .access_token()
+            .await
+            .map_err(|e| DataflowError::Credentials(e.to_string()))?;
+        let response = request
+            .bearer_auth(token.token)
+            .send()
+            .await
+            .map_err(|e| DataflowError::Transport(e.without_url().to_string()))?;
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| DataflowError::Transport(e.without_url().to_string()))?;
+        if !(200..300).contains(&status) {
+            let message = serde_json::from_slice::<ErrorBody>(&body)
+                .map(|b| b.error.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).chars().take(500).collect());
+            return Err(DataflowError::Google {
+                status,
+                failure: Failure::of_http(status),
+                message,
+            });
+        }
+        let body = if body.iter().all(u8::is_ascii_whitespace) {
+            &b"{}"[..]
+        } else {
+            &body[..]
+        };
+        serde_json::from_slice(body).map_err(|e| DataflowError::Malformed(e.to_string()))
+    }
+
+    /// `projects.locations.flexTemplates.launch`; `None` for a validate-only request.
+    pub async fn launch(
+        &self,
+        project: &str,
+        region: &str,
+        request: &LaunchFlexTemplateRequest,
+    ) -> Result<Option<Job>, DataflowError> {
+        let response: LaunchFlexTemplateResponse = self
+            .send(
+                self.http
+                    .post(self.url(project, region, "flexTemplates:launch"))
+                    .json(request),
+            )
+            .await?;
+        Ok(response.job)
+    }
+
+    /// `projects.locations.jobs.get` (summary view).
+    pub async fn job(
+        &self,
+        project: &str,
+        region: &str,
+        job_id: &str,
+    ) -> Result<Job, DataflowError> {
+        self.send(
+            self.http
+                .get(self.url(project, region, &format!("jobs/{job_id}")))
+                .query(&[("view", "JOB_VIEW_SUMMARY")]),
+        )
+        .await
+    }
+
+    /// The job called `name`, preferring one still running; found through `jobs.list`,
+    /// which is how a launch that succeeded for Dataflow but not for us is adopted.
+    pub async fn find_by_name(
+        &self,
+        project: &str,
+        region: &str,
+        name: &str,
+        filter: JobFilter,
+    ) -> Result<Option<Job>, DataflowError> {
+        let filter = match filter {
+            JobFilter::All => "ALL",
+            JobFilter::Active => "ACTIVE",
+        };
+        let mut found = Vec::new();
+        let mut page_token: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut query = vec![
+                ("filter", filter.to_owned()),
+                ("name", name.to_owned()),
+                ("view", "JOB_VIEW_SUMMARY".to_owned()),
+            ];
+            if let Some(token) = page_token.take() {
+                query.push(("pageToken", token));
+            }
+            let page: ListJobsResponse = self
+                .send(
+                    self.http
+                        .get(self.url(project, region, "jobs"))
+                        .query(&query),
+                )
+                .await?;
+            found.extend(page.jobs.into_iter().filter(|j| j.name == name));
+            match page.next_page_token.filter(|t| !t.is_empty()) {
+                Some(token) => page_token = Some(token),
+                None => break,
+            }
+        }
+        let active = found
+            .iter()
+            .position(|j| !crate::state::map(j.current_state.as_deref()).1);
+        Ok(match active {
+            Some(i) => Some(found.swap_remove(i)),
+            None => found.into_iter().next(),
+        })
+    }
+
+    /// The job's error-level messages (`jobs.messages.list`), oldest first.
+    pub async fn error_messages(
+        &self,
+        project: &str,
+        region: &str,
+        job_id: &str,
+    ) -> Result<Vec<String>, DataflowError> {
+        let mut messages = Vec::new();
+        let mut page_token: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut query = vec![("minimumImportance", "JOB_MESSAGE_ERROR".to_owned())];
+            if let Some(token) = page_token.take() {
+                query.push(("pageToken", token));
+            }
+            let page: ListJobMessagesResponse = self
+                .send(
+                    self.http
+                        .get(self.url(project, region, &format!("jobs/{job_id}/messages")))
+                        .query(&query),
+                )
+                .await?;
+            messages.extend(
+                page.job_messages
+                    .into_iter()
+                    .filter(|m| m.message_importance.as_deref() == Some("JOB_MESSAGE_ERROR"))
+                    .map(|m| m.message_text),
+            );
+            match page.next_page_token.filter(|t| !t.is_empty()) {
+                Some(token) => page_token = Some(token),
+                None => break,
+            }
+        }
+        Ok(messages)
+    }
+}

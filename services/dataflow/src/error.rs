@@ -1,0 +1,76 @@
+//! Every way a request can fail, mapped to HTTP in one place.
+
+use axum::http::StatusCode;
+use sigma_shared::HttpError;
+use sigma_shared::storage::StorageError;
+use sigma_shared::{Generation, ObjectRef};
+
+use crate::dataflow::DataflowError;
+use crate::naming::JobName;
+use crate::registry::MatchError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Match(#[from] MatchError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Dataflow(#[from] DataflowError),
+    #[error(
+        "{object} is at generation {current}, not {requested}: a newer upload replaced it and is launched on its own"
+    )]
+    StaleGeneration {
+        object: ObjectRef,
+        requested: Generation,
+        current: Generation,
+    },
+    #[error(
+        "{config} already describes generation {newer} of the same batch, newer than {requested}"
+    )]
+    NewerConfig {
+        config: ObjectRef,
+        requested: Generation,
+        newer: Generation,
+    },
+    #[error("Dataflow reports job {0} as running but does not list it yet; retry")]
+    ConflictUnresolved(JobName),
+    #[error("{0}")]
+    InvalidRequest(String),
+}
+
+impl HttpError for Error {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Match(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Storage(e) => e.status(),
+            Self::Dataflow(e) => e.status(),
+            Self::StaleGeneration { .. } | Self::NewerConfig { .. } => StatusCode::CONFLICT,
+            Self::ConflictUnresolved(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Match(MatchError::UnknownEntity(_)) => "unknown_entity",
+            Self::Match(MatchError::Ambiguous { .. }) => "ambiguous_entity",
+            Self::Match(MatchError::InvalidDate { .. }) => "invalid_fecha_lote",
+            Self::Storage(e) => e.code(),
+            Self::Dataflow(e) => e.code(),
+            Self::StaleGeneration { .. } | Self::NewerConfig { .. } => "stale_generation",
+            Self::ConflictUnresolved(_) => "dataflow_unavailable",
+            Self::InvalidRequest(_) => "invalid_request",
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        match self {
+            Self::Storage(e) => e.retryable(),
+            Self::Dataflow(e) => e.retryable(),
+            other => sigma_shared::error::is_transient(other.status()),
+        }
+    }
+}
+
+sigma_shared::into_response_via_api_error!(Error);

@@ -1,0 +1,231 @@
+//! Launching one upload's job exactly once, whatever the deliveries and failures.
+//!
+//! Dataflow refuses a second *active* job with a name, and the name is derived from the
+//! upload, so Dataflow itself is the lock against concurrent duplicates (the loser gets
+//! 409 and adopts the winner's job). What Dataflow cannot stop is a duplicate after the job
+//! has finished: the launch record in GCS covers that, and when the record is missing
+//! (the process died between launching and recording) the job is found by name first.
+
+use std::sync::Arc;
+
+use google_cloud_storage::client::Storage;
+use serde::{Deserialize, Serialize};
+use sigma_shared::storage::{self, StorageError};
+use sigma_shared::{BucketName, Generation, ObjectName, ObjectRef};
+
+use crate::dataflow::{Dataflow, JobFilter};
+use crate::error::Error;
+use crate::naming::{EntityName, FechaLote, JobName};
+use crate::plan::{self, LaunchPlan, Site};
+use crate::records::{self, LaunchRecord};
+use crate::registry::Registry;
+use crate::state::{self, State};
+use crate::wire::{Job, LaunchFlexTemplateRequest};
+
+/// Everything a request needs; cheap to clone.
+#[derive(Clone)]
+pub struct Launcher {
+    pub registry: Arc<Registry>,
+    pub site: Site,
+    pub storage: Storage,
+    pub dataflow: Dataflow,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchRequest {
+    pub bucket: BucketName,
+    pub name: ObjectName,
+    /// The upload to load; the object's current generation when absent.
+    #[serde(default)]
+    pub generation: Option<Generation>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Launched {
+    pub job_id: String,
+    pub job_name: JobName,
+    pub project: String,
+    pub region: String,
+    pub state: State,
+    pub dataflow_state: Option<String>,
+    pub entity: EntityName,
+    pub fecha_lote: FechaLote,
+    pub generation: Generation,
+    pub config_uri: String,
+    pub dataform_table: String,
+    pub console_url: String,
+    /// `true` when this request found the job already launched and launched nothing.
+    pub adopted: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DryRun {
+    pub dry_run: bool,
+    pub plan: LaunchPlan,
+    pub launch_request: LaunchFlexTemplateRequest,
+}
+
+pub fn console_url(project: &str, region: &str, job_id: &str) -> String {
+    format!("https://console.cloud.google.com/dataflow/jobs/{region}/{job_id}?project={project}")
+}
+
+impl Launcher {
+    pub async fn dry_run(&self, request: &LaunchRequest) -> Result<DryRun, Error> {
+        let object = ObjectRef::new(request.bucket.clone(), request.name.clone());
+        self.registry.select(&object)?;
+        let generation = match request.generation {
+            Some(generation) => generation,
+            None => self.current_generation(&object).await?,
+        };
+        let plan = plan::plan(&self.registry, &self.site, &object, Some(generation))?;
+        let launch_request = plan.launch_request(true);
+        self.dataflow
+            .launch(&plan.project, &plan.region, &launch_request)
+            .await?;
+        Ok(DryRun {
+            dry_run: true,
+            plan,
+            launch_request,
+        })
+    }
+
+    pub async fn launch(&self, request: &LaunchRequest) -> Result<Launched, Error> {
+        let object = ObjectRef::new(request.bucket.clone(), request.name.clone());
+        self.registry.select(&object)?;
+        let span = tracing::Span::current();
+        span.record("object", tracing::field::display(&object));
+
+        let (generation, checked) = match request.generation {
+            Some(generation) => (generation, false),
+            None => (self.current_generation(&object).await?, true),
+        };
+        span.record("generation", generation.get());
+        let plan = plan::plan(&self.registry, &self.site, &object, Some(generation))?;
+        let record_object = records::record_object(&self.site, &plan.job_name);
+
+        if let Some(record) = records::read_record(&self.storage, &record_object).await? {
+            let job = self
+                .dataflow
+                .job(&record.project, &record.region, &record.job_id)
+                .await?;
+            return Ok(self.answer(&plan, &job, true));
+        }
+        if !checked {
+            let current = self.current_generation(&object).await?;
+            if current != generation {
+                return Err(Error::StaleGeneration {
+                    object,
+                    requested: generation,
+                    current,
+                });
+            }
+        }
+        if let Some(job) = self
+            .dataflow
+            .find_by_name(
+                &plan.project,
+                &plan.region,
+                plan.job_name.as_str(),
+                JobFilter::All,
+            )
+            .await?
+        {
+            tracing::info!(job_id = %job.id, job_name = %plan.job_name, "adopting a job launched earlier without a record");
+            return self.record(&plan, &record_object, &job, true).await;
+        }
+
+        records::write_config(&self.storage, &plan).await?;
+        let launched = self
+            .dataflow
+            .launch(&plan.project, &plan.region, &plan.launch_request(false))
+            .await;
+        let (job, adopted) = match launched {
+            Ok(Some(job)) => (job, false),
+            Ok(None) => {
+                return Err(crate::dataflow::DataflowError::Malformed(
+                    "the launch response has no job".into(),
+                )
+                .into());
+            }
+            Err(e) if e.is_conflict() => {
+                let job = self
+                    .dataflow
+                    .find_by_name(
+                        &plan.project,
+                        &plan.region,
+                        plan.job_name.as_str(),
+                        JobFilter::Active,
+                    )
+                    .await?
+                    .ok_or_else(|| Error::ConflictUnresolved(plan.job_name.clone()))?;
+                tracing::info!(job_id = %job.id, job_name = %plan.job_name, "adopting the running job Dataflow reported in a 409");
+                (job, true)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.record(&plan, &record_object, &job, adopted).await
+    }
+
+    async fn current_generation(&self, object: &ObjectRef) -> Result<Generation, Error> {
+        let found = storage::stat(&self.storage, object)
+            .await?
+            .ok_or_else(|| StorageError::NotFound(object.clone()))?;
+        Generation::new(found.generation).map_err(|e| Error::InvalidRequest(e.to_string()))
+    }
+
+    async fn record(
+        &self,
+        plan: &LaunchPlan,
+        object: &ObjectRef,
+        job: &Job,
+        adopted: bool,
+    ) -> Result<Launched, Error> {
+        let record = LaunchRecord {
+            job_id: job.id.clone(),
+            job_name: plan.job_name.clone(),
+            project: plan.project.clone(),
+            region: plan.region.clone(),
+            entity: plan.entity.clone(),
+            fecha_lote: plan.fecha_lote,
+            generation: plan
+                .generation
+                .expect("launch plans always have a generation"),
+            config_uri: plan.config_uri.clone(),
+            dataform_table: plan.dataform_table.clone(),
+            recorded_at: chrono::Utc::now().to_rfc3339(),
+        };
+        let stored = records::write_record(&self.storage, object, record).await?;
+        if stored.job_id != job.id {
+            let job = self
+                .dataflow
+                .job(&stored.project, &stored.region, &stored.job_id)
+                .await?;
+            return Ok(self.answer(plan, &job, true));
+        }
+        Ok(self.answer(plan, job, adopted))
+    }
+
+    fn answer(&self, plan: &LaunchPlan, job: &Job, adopted: bool) -> Launched {
+        let (state, _) = state::map(job.current_state.as_deref());
+        Launched {
+            job_id: job.id.clone(),
+            job_name: plan.job_name.clone(),
+            project: plan.project.clone(),
+            region: plan.region.clone(),
+            state,
+            dataflow_state: job.current_state.clone(),
+            entity: plan.entity.clone(),
+            fecha_lote: plan.fecha_lote,
+            generation: plan
+                .generation
+                .expect("launch plans always have a generation"),
+            config_uri: plan.config_uri.clone(),
+            dataform_table: plan.dataform_table.clone(),
+            console_url: console_url(&plan.project, &plan.region, &job.id),
+            adopted,
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! What sigma keeps in `CONFIG_BUCKET/configs/`: the job config and the launch records.
+//!
+//! The config name is fixed per entity and day by the contract, so a re-upload of the same
+//! day replaces it; every write is conditional on the generation read just before, and a
+//! config describing a newer upload is never replaced by an older one. Launch records are
+//! keyed by job name (so per upload) and created only if absent: once one exists, every
+//! later delivery of that upload returns its job instead of launching.
+
+use bytes::Bytes;
+use google_cloud_storage::client::Storage;
+use serde::{Deserialize, Serialize};
+use sigma_shared::storage::{self, Precondition, StorageError, WriteOptions};
+use sigma_shared::{Generation, ObjectRef};
+
+use crate::error::Error;
+use crate::naming::{EntityName, FechaLote, JobName};
+use crate::plan::{LaunchPlan, Site};
+
+/// Configs and records are small; anything bigger is not ours.
+const MAX_DOCUMENT: u64 = 1 << 20;
+/// Concurrent writers of one config (duplicate deliveries) settle within a few rounds.
+const WRITE_ATTEMPTS: usize = 4;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchRecord {
+    pub job_id: String,
+    pub job_name: JobName,
+    pub project: String,
+    pub region: String,
+    pub entity: EntityName,
+    pub fecha_lote: FechaLote,
+    pub generation: Generation,
+    pub config_uri: String,
+    pub dataform_table: String,
+    pub recorded_at: String,
+}
+
+/// `configs/{job_name}.launch.json`, next to the config.
+pub fn record_object(site: &Site, job_name: &JobName) -> ObjectRef {
+    let name = format!("configs/{job_name}.launch.json");
+    ObjectRef::new(
+        site.config_bucket.clone(),
+        name.parse().expect("job names make safe object names"),
+    )
+}
+
+async fn read(storage: &Storage, object: &ObjectRef) -> Result<Option<(Bytes, i64)>, StorageError> {
+    match storage::read_to_bytes(storage, object, MAX_DOCUMENT).await {
+        Ok((bytes, highlights)) => Ok(Some((bytes, highlights.generation))),
+        Err(StorageError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn json_options() -> WriteOptions {
+    WriteOptions {
+        content_type: "application/json".into(),
+        ..Default::default()
+    }
+}
+
+pub async fn read_record(
+    storage: &Storage,
+    object: &ObjectRef,
+) -> Result<Option<LaunchRecord>, StorageError> {
+    Ok(read(storage, object)
+        .await?
+        .and_then(|(bytes, _)| match serde_json::from_slice(&bytes) {
+            Ok(record) => Some(record),
+            Err(e) => {
+                tracing::warn!(object = %object, "ignoring an unreadable launch record: {e}");
+                None
+            }
+        }))
+}
+
+/// Creates the record unless one exists; returns the record that is stored afterwards.
+pub async fn write_record(
+    storage: &Storage,
+    object: &ObjectRef,
+    record: LaunchRecord,
+) -> Result<LaunchRecord, StorageError> {
+    let bytes = Bytes::from(serde_json::to_vec_pretty(&record).expect("records always serialize"));
+    match storage::write(
+        storage,
+        object,
+        bytes,
+        Precondition::DoesNotExist,
+        json_options(),
+    )
+    .await
+    {
+        Ok(_) => Ok(record),
+        Err(StorageError::PreconditionFailed(_)) => {
+            let stored = read_record(storage, object)
+                .await?
+                .ok_or_else(|| StorageError::PreconditionFailed(object.clone()))?;
+            if stored.job_id != record.job_id {
+                tracing::error!(job_name = %record.job_name, stored = %stored.job_id, ours = %record.job_id, "two jobs recorded for one upload");
+            }
+            Ok(stored)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct Peek {
+    source: PeekSource,
+}
+
+#[derive(Deserialize)]
+struct PeekSource {
+    generation: Option<Generation>,
+}
+
+/// Writes the plan's config unless the same document is already there.
+pub async fn write_config(storage: &Storage, plan: &LaunchPlan) -> Result<(), Error> {
+    let object = &plan.config_object;
+    let wanted = plan.config_bytes();
+    for _ in 0..WRITE_ATTEMPTS {
+        let precondition = match read(storage, object).await? {
+            Some((bytes, _)) if bytes[..] == wanted[..] => return Ok(()),
+            Some((bytes, generation)) => {
+                let existing = serde_json::from_slice::<Peek>(&bytes)
+                    .ok()
+                    .and_then(|p| p.source.generation);
+                if let (Some(newer), Some(requested)) = (existing, plan.generation)
+                    && newer > requested
+                {
+                    return Err(Error::NewerConfig {
+                        config: object.clone(),
+                        requested,
+                        newer,
+                    });
+                }
+                Generation::new(generation)
+                    .map_or(Precondition::DoesNotExist, Precondition::GenerationMatch)
+            }
+            None => Precondition::DoesNotExist,
+        };
+        match storage::write(
+            storage,
+            object,
+            Bytes::from(wanted.clone()),
+            precondition,
+            json_options(),
+        )
+        .await
+        {
+            Ok(_) => return Ok(()),
+            Err(StorageError::PreconditionFailed(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StorageError::PreconditionFailed(object.clone()).into())
+}

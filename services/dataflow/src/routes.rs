@@ -1,0 +1,101 @@
+//! The HTTP surface: `POST /launch` and `GET /jobs/{job_id}`.
+
+use axum::extract::{Path, Query, State as Shared};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use sigma_shared::extract::JsonBody;
+
+use crate::error::Error;
+use crate::launch::{LaunchRequest, Launcher};
+use crate::registry;
+use crate::state::{self, State};
+
+pub fn app(launcher: Launcher) -> Router {
+    sigma_shared::server::finish(
+        Router::new()
+            .route("/launch", post(launch))
+            .route("/jobs/{job_id}", get(status))
+            .with_state(launcher),
+    )
+}
+
+async fn launch(
+    Shared(launcher): Shared<Launcher>,
+    JsonBody(request): JsonBody<LaunchRequest>,
+) -> Result<Response, Error> {
+    if request.dry_run {
+        return Ok(Json(launcher.dry_run(&request).await?).into_response());
+    }
+    Ok(Json(launcher.launch(&request).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct StatusQuery {
+    region: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Status {
+    job_id: String,
+    job_name: String,
+    project: String,
+    region: String,
+    state: State,
+    dataflow_state: Option<String>,
+    terminal: bool,
+    errors: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replaced_by_job_id: Option<String>,
+    console_url: String,
+}
+
+/// Dataflow job ids are like `2024-01-15_04_05_06-1234567890`; anything else could escape
+/// the URL path it is put in.
+fn check_job_id(job_id: &str) -> Result<(), Error> {
+    let valid = (1..=128).contains(&job_id.len())
+        && job_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidRequest(format!(
+            "{job_id:?} is not a Dataflow job id"
+        )))
+    }
+}
+
+async fn status(
+    Shared(launcher): Shared<Launcher>,
+    Path(job_id): Path<String>,
+    Query(query): Query<StatusQuery>,
+) -> Result<Json<Status>, Error> {
+    check_job_id(&job_id)?;
+    let region = query.region.unwrap_or_else(|| launcher.site.region.clone());
+    registry::check_region(&region).map_err(Error::InvalidRequest)?;
+    let project = &launcher.site.project;
+    let job = launcher.dataflow.job(project, &region, &job_id).await?;
+    let (state, terminal) = state::map(job.current_state.as_deref());
+    let errors = if state == State::Failed {
+        launcher
+            .dataflow
+            .error_messages(project, &region, &job_id)
+            .await?
+    } else {
+        Vec::new()
+    };
+    Ok(Json(Status {
+        console_url: crate::launch::console_url(project, &region, &job.id),
+        job_id: job.id,
+        job_name: job.name,
+        project: project.clone(),
+        region,
+        state,
+        dataflow_state: job.current_state,
+        terminal,
+        errors,
+        replaced_by_job_id: job.replaced_by_job_id,
+    }))
+}

@@ -1,0 +1,690 @@
+//! sigma-dataflow over HTTP against fake-gcs-server, the fake Dataflow API and the fake
+//! metadata server: the same clients production uses, only the endpoints differ.
+
+use std::sync::Arc;
+
+use google_cloud_storage::client::Storage;
+use serde_json::{Value, json};
+use sigma_dataflow::dataflow::{self, Dataflow};
+use sigma_dataflow::plan::Site;
+use sigma_dataflow::registry::{Registry, SiteDefaults};
+use sigma_dataflow::{Launcher, app};
+use sigma_fakes::dataflow::{FakeDataflow, Method};
+use sigma_fakes::gcs::FakeGcs;
+use sigma_fakes::metadata::FakeMetadata;
+
+const EXAMPLE: &str = include_str!("../../../examples/pipelines.yaml");
+const OUTPUT: &str = "company_output_bucket";
+const CONFIGS: &str = "company_config_bucket";
+const PROJECT: &str = "company-data-prod";
+const REGION: &str = "europe-west1";
+
+struct Stack {
+    gcs: FakeGcs,
+    dataflow: FakeDataflow,
+    metadata: FakeMetadata,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Stack {
+    async fn start() -> Self {
+        Self::with_registry(EXAMPLE).await
+    }
+
+    async fn with_registry(yaml: &str) -> Self {
+        let gcs = FakeGcs::start(&[OUTPUT, CONFIGS]).await.unwrap();
+        let dataflow_fake = FakeDataflow::start().await.unwrap();
+        let metadata = FakeMetadata::start_with("token-from-metadata", PROJECT)
+            .await
+            .unwrap();
+        let storage = Storage::builder()
+            .with_endpoint(gcs.endpoint.clone())
+            .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
+            .build()
+            .await
+            .unwrap();
+        let credentials = google_cloud_auth::credentials::mds::Builder::default()
+            .with_endpoint(metadata.endpoint())
+            .with_scopes([dataflow::SCOPE])
+            .build_access_token_credentials()
+            .unwrap();
+        let registry = Registry::parse(yaml).unwrap();
+        let site = Site::resolve(&registry.site, SiteDefaults::default()).unwrap();
+        let launcher = Launcher {
+            registry: Arc::new(registry),
+            site,
+            storage,
+            dataflow: Dataflow::new(
+                &dataflow_fake.endpoint(),
+                credentials,
+                std::time::Duration::from_secs(10),
+            ),
+        };
+        let addr = sigma_shared::server::spawn(app(launcher)).await.unwrap();
+        Self {
+            gcs,
+            dataflow: dataflow_fake,
+            metadata,
+            url: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn upload(&self, name: &str) -> i64 {
+        self.gcs.put(OUTPUT, name, "a|b\n1|2\n").await.unwrap()
+    }
+
+    async fn launch(&self, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}/launch", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    async fn status(&self, job_id: &str, query: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}/jobs/{job_id}{query}", self.url))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    async fn config_objects(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .gcs
+            .list(CONFIGS)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+fn request(name: &str, generation: i64) -> Value {
+    json!({"bucket": OUTPUT, "name": name, "generation": generation.to_string()})
+}
+
+fn base36(mut n: u64) -> String {
+    let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(digits[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test]
+async fn launch_writes_the_config_then_launches_the_template_with_every_registry_field() {
+    let stack = Stack::start().await;
+    let name = "data/20240115/poliza_detalle.gz";
+    let generation = stack.upload(name).await;
+    let (status, body) = stack.launch(request(name, generation)).await;
+    assert_eq!(status, 200, "{body}");
+
+    let job_name = format!("poliza-detalle-2024-01-15-{}", base36(generation as u64));
+    let config_uri = "gs://company_config_bucket/configs/poliza_detalle_2024-01-15.config";
+    let jobs = stack.dataflow.handle.jobs();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(body["job_id"], jobs[0].id);
+    assert_eq!(body["job_name"], job_name);
+    assert_eq!(body["project"], PROJECT);
+    assert_eq!(body["region"], REGION);
+    assert_eq!(body["state"], "PENDING");
+    assert_eq!(body["dataflow_state"], "JOB_STATE_PENDING");
+    assert_eq!(body["entity"], "poliza_detalle");
+    assert_eq!(body["fecha_lote"], "2024-01-15");
+    assert_eq!(body["config_uri"], config_uri);
+    assert_eq!(body["dataform_table"], "polizas");
+    assert_eq!(body["adopted"], false);
+    assert_eq!(
+        body["console_url"],
+        format!(
+            "https://console.cloud.google.com/dataflow/jobs/{REGION}/{}?project={PROJECT}",
+            jobs[0].id
+        )
+    );
+
+    let input = format!("gs://{OUTPUT}/{name}");
+    assert_eq!(
+        stack.dataflow.handle.launches()[0],
+        json!({"launchParameter": {
+            "jobName": job_name,
+            "containerSpecGcsPath": "gs://company-dataflow-templates/flex/poliza_detalle.json",
+            "parameters": {
+                "input": input,
+                "batchDate": "2024-01-15",
+                "outputTable": "company-data-prod:raw.polizas",
+                "jobConfig": config_uri,
+            },
+            "environment": {
+                "tempLocation": "gs://company-dataflow-temp/tmp",
+                "stagingLocation": "gs://company-dataflow-temp/staging",
+                "serviceAccountEmail": "dataflow-worker@company-data-prod.iam.gserviceaccount.com",
+                "network": "company-vpc",
+                "subnetwork": "regions/europe-west1/subnetworks/dataflow",
+                "ipConfiguration": "WORKER_IP_PRIVATE",
+                "numWorkers": 2,
+                "maxWorkers": 10,
+                "machineType": "n2-highmem-4",
+                "launcherMachineType": "n2-standard-2",
+                "workerRegion": "europe-west4",
+                "diskSizeGb": 50,
+                "additionalExperiments": ["use_runner_v2", "enable_prime"],
+                "additionalUserLabels": {"app": "sigma", "entity": "poliza_detalle", "fecha_lote": "2024-01-15", "lote": "20240115"},
+                "kmsKeyName": "projects/company-security/locations/europe-west1/keyRings/data/cryptoKeys/dataflow",
+            },
+        }})
+    );
+
+    let config: Value = serde_json::from_slice(
+        &stack
+            .gcs
+            .get(CONFIGS, "configs/poliza_detalle_2024-01-15.config")
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        config,
+        json!({
+            "entity": "poliza_detalle",
+            "fecha_lote": "2024-01-15",
+            "job_name": job_name,
+            "project": PROJECT,
+            "region": REGION,
+            "source": {
+                "uri": input,
+                "bucket": OUTPUT,
+                "name": name,
+                "generation": generation.to_string(),
+                "format": {"type": "csv", "compression": "gzip", "delimiter": ";", "header": true, "quote": "\"", "encoding": "ISO-8859-1", "null_marker": "\\N"},
+            },
+            "destination": {"table": "company-data-prod.raw.polizas", "write_disposition": "WRITE_APPEND", "create_disposition": "CREATE_NEVER"},
+            "schema": [
+                {"name": "poliza_id", "type": "STRING", "mode": "REQUIRED", "description": "Policy number"},
+                {"name": "ramo", "type": "STRING", "mode": "NULLABLE"},
+                {"name": "prima", "type": "NUMERIC", "mode": "NULLABLE"},
+                {"name": "fecha_emision", "type": "DATE", "mode": "NULLABLE"},
+                {"name": "actualizado", "type": "TIMESTAMP", "mode": "NULLABLE"},
+            ],
+            "validations": [
+                {"check": "row_count", "min": 1, "max": 50000000},
+                {"check": "not_null", "columns": ["poliza_id", "ramo"]},
+                {"check": "unique", "columns": ["poliza_id"]},
+                {"check": "accepted_values", "column": "ramo", "values": ["AUTO", "HOGAR", "VIDA"]},
+            ],
+            "dataform_table": "polizas",
+        })
+    );
+    assert_eq!(
+        stack.config_objects().await,
+        vec![
+            format!("configs/{job_name}.launch.json"),
+            "configs/poliza_detalle_2024-01-15.config".to_owned()
+        ]
+    );
+    assert!(
+        stack
+            .dataflow
+            .handle
+            .tokens()
+            .iter()
+            .all(|t| t == "token-from-metadata")
+    );
+    assert!(stack.metadata.handle.token_requests() >= 1);
+}
+
+#[tokio::test]
+async fn defaults_fill_an_entry_that_names_only_its_own_fields() {
+    let stack = Stack::start().await;
+    let name = "data/20240116/lkp_fechas.gz";
+    let generation = stack.upload(name).await;
+    let (status, body) = stack.launch(request(name, generation)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["dataform_table"], "lkp_fechas");
+    let launch = &stack.dataflow.handle.launches()[0]["launchParameter"];
+    assert_eq!(
+        launch["containerSpecGcsPath"],
+        "gs://company-dataflow-templates/flex/gcs_to_bigquery.json"
+    );
+    assert_eq!(
+        launch["parameters"]["config"],
+        "gs://company_config_bucket/configs/lkp_fechas_2024-01-16.config"
+    );
+    assert_eq!(launch["environment"]["maxWorkers"], 4);
+    assert_eq!(
+        launch["environment"]["additionalExperiments"],
+        json!(["use_runner_v2"])
+    );
+    assert!(launch["environment"].get("numWorkers").is_none());
+}
+
+#[tokio::test]
+async fn an_object_that_matches_no_entry_is_422_unknown_entity_and_nothing_happens() {
+    let stack = Stack::start().await;
+    let generation = stack.upload("data/20240115/otra_cosa.gz").await;
+    let (status, body) = stack
+        .launch(request("data/20240115/otra_cosa.gz", generation))
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(body["error"]["code"], "unknown_entity");
+    assert_eq!(body["error"]["retryable"], false);
+    let (status, body) = stack
+        .launch(request("data/20241399/lkp_fechas.gz", generation))
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(body["error"]["code"], "invalid_fecha_lote");
+    assert!(stack.dataflow.handle.launches().is_empty());
+    assert!(stack.config_objects().await.is_empty());
+}
+
+#[tokio::test]
+async fn malformed_requests_are_400() {
+    let stack = Stack::start().await;
+    for body in [
+        json!({"name": "data/20240115/lkp_fechas.gz"}),
+        json!({"bucket": OUTPUT, "name": "../x"}),
+        json!({"bucket": OUTPUT, "name": "a", "generation": "abc"}),
+    ] {
+        let (status, answer) = stack.launch(body).await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"]["code"], "invalid_request");
+    }
+}
+
+#[tokio::test]
+async fn without_a_generation_the_current_upload_is_launched_and_a_missing_object_is_404() {
+    let stack = Stack::start().await;
+    let name = "data/20240115/lkp_fechas.gz";
+    let (status, body) = stack.launch(json!({"bucket": OUTPUT, "name": name})).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "object_not_found");
+    let generation = stack.upload(name).await;
+    let (status, body) = stack.launch(json!({"bucket": OUTPUT, "name": name})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["generation"], generation.to_string());
+}
+
+#[tokio::test]
+async fn duplicate_delivery_after_the_job_finished_returns_the_recorded_job() {
+    let stack = Stack::start().await;
+    let name = "data/20240115/lkp_fechas.gz";
+    let generation = stack.upload(name).await;
+    let (_, first) = stack.launch(request(name, generation)).await;
+    let job_id = first["job_id"].as_str().unwrap().to_owned();
+    let mut last = Value::Null;
+    for _ in 0..5 {
+        let (status, body) = stack.status(&job_id, "").await;
+        assert_eq!(status, 200);
+        last = body;
+        if last["terminal"] == true {
+            break;
+        }
+    }
+    assert_eq!(last["state"], "SUCCEEDED");
+    let (status, again) = stack.launch(request(name, generation)).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["job_id"], job_id);
+    assert_eq!(again["adopted"], true);
+    assert_eq!(again["state"], "SUCCEEDED");
+    assert_eq!(stack.dataflow.handle.jobs().len(), 1);
+    assert_eq!(stack.dataflow.handle.launches().len(), 1);
+}
+
+#[tokio::test]
+async fn a_running_job_of_the_same_name_is_adopted_when_dataflow_answers_409() {
+    let stack = Stack::start().await;
+    let name = "data/20240115/lkp_fechas.gz";
+    let generation = stack.upload(name).await;
+    let job_name = format!("lkp-fechas-2024-01-15-{}", base36(generation as u64));
+    let running = stack
+        .dataflow
+        .handle
+        .insert_job(PROJECT, REGION, &job_name, "JOB_STATE_RUNNING");
+    stack.dataflow.handle.hide_from_lists(&running, 1);
+    let (status, body) = stack.launch(request(name, generation)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["job_id"], running);
+    assert_eq!(body["adopted"], true);
+    assert_eq!(body["state"], "RUNNING");
+    assert_eq!(stack.dataflow.handle.jobs().len(), 1, "no second job");
+    let record: Value = serde_json::from_slice(
+        &stack
+            .gcs
+            .get(CONFIGS, &format!("configs/{job_name}.launch.json"))
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["job_id"], running);
+}
+
+#[tokio::test]
+async fn a_launch_that_failed_at_the_client_but_created_the_job_is_adopted_on_retry() {
+    let stack = Stack::start().await;
+    let name = "data/20240115/lkp_fechas.gz";
+    let generation = stack.upload(name).await;
+    stack.dataflow.handle.create_then_fail(503);
+    let (status, body) = stack.launch(request(name, generation)).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["retryable"], true);
+    let (status, body) = stack.launch(request(name, generation)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["adopted"], true);
+    assert_eq!(body["job_id"], stack.dataflow.handle.jobs()[0].id);
+    assert_eq!(stack.dataflow.handle.jobs().len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_duplicate_deliveries_launch_one_job() {
+    let stack = Stack::start().await;
+    let name = "data/20240115/lkp_fechas.gz";
+    let generation = stack.upload(name).await;
+    let (a, b) = tokio::join!(
+        stack.launch(request(name, generation)),
+        stack.launch(request(name, generation))
+    );
+    assert_eq!((a.0, b.0), (200, 200), "{a:?} {b:?}");
+    assert_eq!(a.1["job_id"], b.1["job_id"]);
+    assert_eq!(stack.dataflow.handle.jobs().len(), 1);
+    let adopted = [&a.1, &b.1].iter().filter(|r| r["adopted"] == true).count();
+    assert_eq!(adopted, 1);
+}
+
+#[tokio::test]
+async fn a_new_upload_of_the_same_day_gets_its_own_job_and_an_older_one_is_refused() {
+    let stack = Stack::start().await;
+    let name = "data/20240115/lkp_fechas.gz";
+    let first = stack.upload(name).await;
+    let (_, one) = stack.launch(request(name, first)).await;
+    let second = stack.upload(name).await;
+    let (status, two) = stack.launch(request(name, second)).await;
+    assert_eq!(status, 200, "{two}");
+    assert_ne!(one["job_name"], two["job_name"]);
+    assert_eq!(two["adopted"], false);
+    let config: Value = serde_json::from_slice(
+        &stack
+            .gcs
+            .get(CONFIGS, "configs/lkp_fechas_2024-01-15.config")
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["source"]["generation"], second.to_string());
+    assert_eq!(config["job_name"], two["job_name"]);
+
+    let (status, again) = stack.launch(request(name, first)).await;
+    assert_eq!(
+        status, 200,
+        "the first upload's duplicate still answers with its job: {again}"
+    );
+    assert_eq!(again["job_id"], one["job_id"]);
+
+    let third = stack.upload(name).await;
+    stack.upload(name).await;
+    let (status, stale) = stack.launch(request(name, third)).await;
+    assert_eq!(status, 409, "{stale}");
+    assert_eq!(stale["error"]["code"], "stale_generation");
+    assert_eq!(stale["error"]["retryable"], false);
+    assert_eq!(stack.dataflow.handle.jobs().len(), 2);
+}
+
+#[tokio::test]
+async fn dry_run_returns_the_launch_request_and_config_and_writes_and_launches_nothing() {
+    let stack = Stack::start().await;
+    let name = "data/20240115/poliza_detalle.gz";
+    let generation = stack.upload(name).await;
+    let mut body = request(name, generation);
+    body["dry_run"] = json!(true);
+    let (status, answer) = stack.launch(body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["dry_run"], true);
+    assert_eq!(answer["launch_request"]["validateOnly"], true);
+    assert_eq!(
+        answer["launch_request"]["launchParameter"]["jobName"],
+        answer["plan"]["job_name"]
+    );
+    assert_eq!(
+        answer["plan"]["config"]["source"]["generation"],
+        generation.to_string()
+    );
+    assert_eq!(
+        answer["plan"]["config_uri"],
+        "gs://company_config_bucket/configs/poliza_detalle_2024-01-15.config"
+    );
+    assert!(stack.config_objects().await.is_empty());
+    assert!(stack.dataflow.handle.jobs().is_empty());
+    assert_eq!(stack.dataflow.handle.launches()[0]["validateOnly"], true);
+}
+
+#[tokio::test]
+async fn status_maps_every_dataflow_state_and_returns_a_failed_jobs_errors() {
+    let stack = Stack::start().await;
+    let table = [
+        ("JOB_STATE_DONE", "SUCCEEDED", true),
+        ("JOB_STATE_FAILED", "FAILED", true),
+        ("JOB_STATE_CANCELLED", "CANCELLED", true),
+        ("JOB_STATE_UPDATED", "CANCELLED", true),
+        ("JOB_STATE_DRAINED", "CANCELLED", true),
+        ("JOB_STATE_QUEUED", "PENDING", false),
+        ("JOB_STATE_PENDING", "PENDING", false),
+        ("JOB_STATE_STOPPED", "PENDING", false),
+        ("JOB_STATE_RUNNING", "RUNNING", false),
+        ("JOB_STATE_DRAINING", "RUNNING", false),
+        ("JOB_STATE_CANCELLING", "RUNNING", false),
+        ("JOB_STATE_RESOURCE_CLEANING_UP", "RUNNING", false),
+        ("JOB_STATE_UNKNOWN", "PENDING", false),
+        ("JOB_STATE_INVENTED_LATER", "PENDING", false),
+    ];
+    for (dataflow_state, state, terminal) in table {
+        let id = stack
+            .dataflow
+            .handle
+            .insert_job(PROJECT, REGION, "some-job", dataflow_state);
+        let (status, body) = stack.status(&id, "").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["job_id"], id);
+        assert_eq!(body["job_name"], "some-job");
+        assert_eq!(body["dataflow_state"], dataflow_state);
+        assert_eq!(body["state"], state, "{dataflow_state}");
+        assert_eq!(body["terminal"], terminal, "{dataflow_state}");
+        assert_eq!(body["errors"], json!([]));
+    }
+
+    let failed =
+        stack
+            .dataflow
+            .handle
+            .insert_job(PROJECT, "us-central1", "failing", "JOB_STATE_RUNNING");
+    stack.dataflow.handle.script_job(
+        &failed,
+        &["JOB_STATE_FAILED"],
+        &[
+            ("JOB_MESSAGE_BASIC", "Workers started"),
+            ("JOB_MESSAGE_ERROR", "row 7: poliza_id is null"),
+            ("JOB_MESSAGE_WARNING", "slow"),
+            ("JOB_MESSAGE_ERROR", "Workflow failed."),
+        ],
+    );
+    let (status, body) = stack.status(&failed, "?region=us-central1").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "FAILED");
+    assert_eq!(
+        body["errors"],
+        json!(["row 7: poliza_id is null", "Workflow failed."])
+    );
+}
+
+#[tokio::test]
+async fn a_job_is_walked_through_its_states_by_polling() {
+    let stack = Stack::start().await;
+    stack.dataflow.handle.set_script(
+        &[
+            "JOB_STATE_QUEUED",
+            "JOB_STATE_PENDING",
+            "JOB_STATE_RUNNING",
+            "JOB_STATE_DRAINING",
+            "JOB_STATE_DRAINED",
+        ],
+        &[],
+    );
+    let name = "data/20240115/lkp_fechas.gz";
+    let generation = stack.upload(name).await;
+    let (_, launched) = stack.launch(request(name, generation)).await;
+    assert_eq!(launched["state"], "PENDING");
+    let job_id = launched["job_id"].as_str().unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let (_, body) = stack.status(job_id, "").await;
+        seen.push((
+            body["state"].as_str().unwrap().to_owned(),
+            body["terminal"].as_bool().unwrap(),
+        ));
+    }
+    let expected = [
+        ("PENDING", false),
+        ("PENDING", false),
+        ("RUNNING", false),
+        ("RUNNING", false),
+        ("CANCELLED", true),
+    ];
+    assert_eq!(seen, expected.map(|(s, t)| (s.to_owned(), t)));
+}
+
+#[tokio::test]
+async fn dataflow_errors_keep_googles_message_and_say_whether_to_retry() {
+    let stack = Stack::start().await;
+    let name = "data/20240115/lkp_fechas.gz";
+    let generation = stack.upload(name).await;
+    for (injected, status, retryable) in [
+        (429, 503, true),
+        (500, 503, true),
+        (503, 503, true),
+        (403, 403, false),
+        (400, 400, false),
+    ] {
+        stack.dataflow.handle.fail_next(Method::Launch, injected);
+        let (answer, body) = stack.launch(request(name, generation)).await;
+        assert_eq!(answer, status, "{injected}: {body}");
+        assert_eq!(body["error"]["retryable"], retryable, "{injected}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("injected failure {injected}")),
+            "{body}"
+        );
+    }
+    assert!(stack.dataflow.handle.jobs().is_empty());
+
+    let (status, body) = stack.status("2024-01-15_00_00_00-404", "").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["retryable"], false);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not be found")
+    );
+    stack.dataflow.handle.fail_next(Method::Get, 502);
+    let (status, body) = stack.status("anything", "").await;
+    assert_eq!(
+        (status, body["error"]["retryable"].clone()),
+        (503, json!(true))
+    );
+    for bad in ["a%2Fb", "x?region=Bad_Region"] {
+        let (status, body) = stack.status(bad, "").await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn the_fake_dataflow_rejects_what_dataflow_rejects() {
+    let fake = FakeDataflow::start().await.unwrap();
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/v1b3/projects/p-123456/locations/europe-west1/flexTemplates:launch",
+        fake.endpoint()
+    );
+    let good = json!({"launchParameter": {"jobName": "ok-1", "containerSpecGcsPath": "gs://t/x.json", "parameters": {"a": "b"}}});
+    let send = |body: Value, token: Option<&'static str>| {
+        let mut request = http.post(&url).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(send(good.clone(), None).await.0, 401);
+    let malformed = [
+        json!({"launchParameter": {"jobName": "Bad_Name", "containerSpecGcsPath": "gs://t/x.json"}}),
+        json!({"launchParameter": {"jobName": "ends-", "containerSpecGcsPath": "gs://t/x.json"}}),
+        json!({"launchParameter": {"containerSpecGcsPath": "gs://t/x.json"}}),
+        json!({"launchParameter": {"jobName": "a"}}),
+        json!({"launchParameter": {"jobName": "a", "containerSpecGcsPath": "/local/x.json"}}),
+        json!({"launchParameter": {"jobName": "a", "containerSpecGcsPath": "gs://t/x.json", "parameters": {"n": 5}}}),
+        json!({"launchParameter": {"jobName": "a", "containerSpecGcsPath": "gs://t/x.json", "unknownField": 1}}),
+        json!({"launchParameter": {"jobName": "a", "containerSpecGcsPath": "gs://t/x.json", "environment": {"ipConfiguration": "PRIVATE"}}}),
+        json!({"launchParameter": {"jobName": "a", "containerSpecGcsPath": "gs://t/x.json", "environment": {"tempLocation": "/tmp"}}}),
+        json!({"jobName": "a"}),
+    ];
+    for body in malformed {
+        let (status, answer) = send(body.clone(), Some("t")).await;
+        assert_eq!(status, 400, "{body} -> {answer}");
+        assert_eq!(answer["error"]["status"], "INVALID_ARGUMENT");
+    }
+    let (status, created) = send(good.clone(), Some("t")).await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["job"]["name"], "ok-1");
+    let (status, conflict) = send(good, Some("t")).await;
+    assert_eq!(status, 409);
+    assert_eq!(conflict["error"]["status"], "ALREADY_EXISTS");
+}
+
+#[tokio::test]
+async fn the_registry_can_be_read_from_cloud_storage() {
+    let gcs = FakeGcs::start(&[CONFIGS]).await.unwrap();
+    gcs.put(CONFIGS, "registry/pipelines.yaml", EXAMPLE)
+        .await
+        .unwrap();
+    let storage = Storage::builder()
+        .with_endpoint(gcs.endpoint.clone())
+        .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
+        .build()
+        .await
+        .unwrap();
+    let text = sigma_dataflow::config::read_registry(
+        &format!("gs://{CONFIGS}/registry/pipelines.yaml"),
+        Some(&storage),
+    )
+    .await
+    .unwrap();
+    let registry = Registry::parse(&text).unwrap();
+    assert_eq!(registry.pipelines().len(), 2);
+    let missing =
+        sigma_dataflow::config::read_registry(&format!("gs://{CONFIGS}/nope.yaml"), Some(&storage))
+            .await
+            .unwrap_err();
+    assert!(missing.to_string().starts_with("PIPELINES"), "{missing}");
+}

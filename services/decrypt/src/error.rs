@@ -1,0 +1,116 @@
+//! Every way a decryption request can fail, and the one place each becomes an HTTP answer.
+
+use axum::http::StatusCode;
+use sigma_shared::object::NameError;
+use sigma_shared::storage::StorageError;
+use sigma_shared::{BucketName, Generation, HttpError, ObjectRef};
+
+use crate::fernet::TokenError;
+use crate::gzip::GzipError;
+use crate::upload::UploadError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidName(NameError),
+    #[error("bucket {0} is not one of the trigger buckets this service may read")]
+    BucketNotAllowed(BucketName),
+    #[error("{0} does not end in \".encrypted\"")]
+    NotEncrypted(ObjectRef),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{object} is not a valid Fernet token for the configured keys: {reason}")]
+    Token {
+        object: ObjectRef,
+        reason: TokenError,
+    },
+    #[error("the plaintext of {0} is not gzip")]
+    NotGzip(ObjectRef),
+    #[error("the plaintext of {object} is not a complete, intact gzip stream: {reason}")]
+    CorruptGzip { object: ObjectRef, reason: String },
+    /// A newer upload of the same name was decrypted already: this event is stale, and
+    /// writing its plaintext would replace newer data with older.
+    #[error(
+        "{output} already holds the decryption of {source_object} generation {newer}, newer than {requested}"
+    )]
+    Superseded {
+        output: ObjectRef,
+        source_object: ObjectRef,
+        newer: Generation,
+        requested: Generation,
+    },
+    /// Another request replaced the output while this one was decrypting; trying again
+    /// decides from what is there now.
+    #[error("{0} was written by another request at the same time")]
+    WriteConflict(ObjectRef),
+    /// A read or the upload broke off in a way Cloud Storage did not explain.
+    #[error("decrypting {object} was interrupted: {reason}")]
+    Interrupted { object: ObjectRef, reason: String },
+    #[error("decryption of {0} stopped unexpectedly")]
+    Internal(ObjectRef),
+}
+
+impl Error {
+    pub fn from_gzip(object: &ObjectRef, error: GzipError) -> Self {
+        match error {
+            GzipError::NotGzip => Self::NotGzip(object.clone()),
+            GzipError::Corrupt(reason) => Self::CorruptGzip {
+                object: object.clone(),
+                reason,
+            },
+        }
+    }
+
+    pub fn from_upload(object: &ObjectRef, error: UploadError) -> Self {
+        match error {
+            UploadError::Storage(e) => Self::Storage(e),
+            UploadError::Stopped => Self::Interrupted {
+                object: object.clone(),
+                reason: "the upload stopped before it was committed".into(),
+            },
+        }
+    }
+}
+
+impl HttpError for Error {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidName(_) => StatusCode::BAD_REQUEST,
+            Self::BucketNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::NotEncrypted(_)
+            | Self::Token { .. }
+            | Self::NotGzip(_)
+            | Self::CorruptGzip { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Storage(e) => e.status(),
+            Self::Superseded { .. } | Self::WriteConflict(_) => StatusCode::CONFLICT,
+            Self::Interrupted { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidName(_) => "invalid_name",
+            Self::BucketNotAllowed(_) => "bucket_not_allowed",
+            Self::NotEncrypted(_) => "not_encrypted",
+            Self::Storage(e) => e.code(),
+            Self::Token { reason, .. } => reason.code(),
+            Self::NotGzip(_) => "not_gzip",
+            Self::CorruptGzip { .. } => "corrupt_gzip",
+            Self::Superseded { .. } => "superseded",
+            Self::WriteConflict(_) => "write_conflict",
+            Self::Interrupted { .. } => "interrupted",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        match self {
+            Self::Storage(e) => e.retryable(),
+            Self::WriteConflict(_) => true,
+            other => sigma_shared::error::is_transient(other.status()),
+        }
+    }
+}
+
+sigma_shared::into_response_via_api_error!(Error);

@@ -1,0 +1,172 @@
+//! Where the Fernet keys come from: inline for local runs, or a Secret Manager version.
+//!
+//! Keys are read once at start-up, so a bad secret stops the revision from becoming ready
+//! instead of failing every request. No error here ever includes the secret's payload.
+
+use std::fmt;
+use std::str::FromStr;
+
+use google_cloud_secretmanager_v1::client::SecretManagerService;
+use sigma_shared::config::ConfigError;
+
+use crate::config::FERNET_KEYS_SECRET;
+use crate::fernet::{Key, KeyRing};
+
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    Keys(KeyRing),
+    Secret {
+        version: SecretVersion,
+        /// A Secret Manager endpoint other than Google's (then with anonymous credentials).
+        endpoint: Option<String>,
+    },
+}
+
+/// `projects/P/secrets/S/versions/V`, the name `versions.access` takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretVersion(String);
+
+impl FromStr for SecretVersion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let valid = matches!(
+            parts.as_slice(),
+            ["projects", project, "secrets", secret, "versions", version]
+                if [project, secret, version].iter().all(|p| {
+                    !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                })
+        );
+        if valid {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(format!(
+                "{s:?} is not a secret version name such as projects/my-project/secrets/fernet-keys/versions/latest"
+            ))
+        }
+    }
+}
+
+impl fmt::Display for SecretVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl KeySource {
+    /// The key ring, fetching the secret if that is where the keys are.
+    pub async fn load(self) -> Result<KeyRing, ConfigError> {
+        match self {
+            Self::Keys(keys) => Ok(keys),
+            Self::Secret { version, endpoint } => {
+                let payload = access(&version, endpoint).await?;
+                parse_keys(&payload).map_err(|reason| {
+                    ConfigError::new(FERNET_KEYS_SECRET, format!("secret {version}: {reason}"))
+                })
+            }
+        }
+    }
+}
+
+async fn access(version: &SecretVersion, endpoint: Option<String>) -> Result<Vec<u8>, ConfigError> {
+    let fail = |reason: String| {
+        ConfigError::new(FERNET_KEYS_SECRET, format!("secret {version}: {reason}"))
+    };
+    let builder = SecretManagerService::builder();
+    let builder = match endpoint {
+        Some(endpoint) => builder
+            .with_endpoint(endpoint)
+            .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build()),
+        None => builder,
+    };
+    let client = builder
+        .build()
+        .await
+        .map_err(|e| fail(format!("cannot build the Secret Manager client: {e}")))?;
+    let response = client
+        .access_secret_version()
+        .set_name(version.to_string())
+        .send()
+        .await
+        .map_err(|e| {
+            fail(format!(
+                "cannot access it: {}",
+                sigma_shared::google::message(&e)
+            ))
+        })?;
+    let payload = response
+        .payload
+        .ok_or_else(|| fail("the response has no payload".into()))?;
+    // Secret Manager returns the checksum so clients can detect corruption in transit.
+    if let Some(expected) = payload.data_crc32c
+        && i64::from(crc32c::crc32c(&payload.data)) != expected
+    {
+        return Err(fail("the payload does not match its CRC32C".into()));
+    }
+    Ok(payload.data.to_vec())
+}
+
+/// Keys separated by commas or line breaks (a secret file often ends in a newline), newest
+/// first as for `FERNET_KEYS`.
+fn parse_keys(payload: &[u8]) -> Result<KeyRing, String> {
+    let text =
+        std::str::from_utf8(payload).map_err(|_| "the payload is not UTF-8 text".to_owned())?;
+    let keys = text
+        .split([',', '\n', '\r'])
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .enumerate()
+        .map(|(i, k)| k.parse::<Key>().map_err(|e| format!("key {}: {e}", i + 1)))
+        .collect::<Result<Vec<_>, _>>()?;
+    KeyRing::new(keys).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_version_names_must_be_full_version_paths() {
+        assert!(
+            "projects/p/secrets/fernet-keys/versions/latest"
+                .parse::<SecretVersion>()
+                .is_ok()
+        );
+        assert!(
+            "projects/p/secrets/s/versions/3"
+                .parse::<SecretVersion>()
+                .is_ok()
+        );
+        for bad in [
+            "",
+            "fernet-keys",
+            "projects/p/secrets/s",
+            "projects/p/secrets/s/versions/",
+            "projects/p/secrets/s/versions/1/x",
+            "projects/p/secrets/a b/versions/1",
+        ] {
+            assert!(bad.parse::<SecretVersion>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn secret_payloads_may_separate_keys_by_commas_or_newlines() {
+        let (a, b) = (Key::generate().to_base64(), Key::generate().to_base64());
+        assert_eq!(parse_keys(format!("{a},{b}").as_bytes()).unwrap().len(), 2);
+        assert_eq!(
+            parse_keys(format!("{a}\n{b}\n").as_bytes()).unwrap().len(),
+            2
+        );
+        assert_eq!(parse_keys(format!("{a}\r\n").as_bytes()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn bad_secret_payloads_are_refused_without_echoing_them() {
+        let secret_looking = "c2VjcmV0LWtleS1tYXRlcmlhbC10aGF0LWlzLXdyb25n";
+        let error = parse_keys(secret_looking.as_bytes()).unwrap_err();
+        assert!(!error.contains(secret_looking), "{error}");
+        assert!(parse_keys(b"").is_err());
+        assert!(parse_keys(&[0xff, 0xfe]).is_err());
+    }
+}

@@ -1,0 +1,211 @@
+//! The HTTP contract: what `POST /decrypt` accepts and answers.
+//!
+//! The body may be a person's `{"bucket", "name"}` or the `data` of a Cloud Storage
+//! object-finalize CloudEvent (many more fields, numbers as strings): unknown fields are
+//! ignored so an Eventarc trigger can call the service directly.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use sigma_shared::storage::StorageError;
+use sigma_shared::{BucketName, Generation, ObjectName, ObjectRef};
+
+use crate::config::Config;
+use crate::error::Error;
+
+/// What marks an object as encrypted; the output name is the input name without it.
+pub const ENCRYPTED_SUFFIX: &str = ".encrypted";
+
+#[derive(Debug, Deserialize)]
+pub struct DecryptRequest {
+    pub bucket: String,
+    pub name: String,
+    /// Pins the read to this upload; without it the current generation is read.
+    #[serde(default)]
+    pub generation: Option<Generation>,
+    /// The uploader's claim about the size; only used to refuse early.
+    #[serde(default, deserialize_with = "size")]
+    pub size: Option<u64>,
+}
+
+/// A request that passed every check that needs no Cloud Storage call.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub source: ObjectRef,
+    pub generation: Option<Generation>,
+    pub output: ObjectRef,
+}
+
+impl DecryptRequest {
+    pub fn validate(self, config: &Config) -> Result<Job, Error> {
+        let bucket: BucketName = self.bucket.parse().map_err(Error::InvalidName)?;
+        let name: ObjectName = self.name.parse().map_err(Error::InvalidName)?;
+        if !config.trigger_buckets.is_empty() && !config.trigger_buckets.contains(&bucket) {
+            return Err(Error::BucketNotAllowed(bucket));
+        }
+        let source = ObjectRef::new(bucket, name);
+        let output_name = source
+            .name
+            .strip_suffix(ENCRYPTED_SUFFIX)
+            .ok_or_else(|| Error::NotEncrypted(source.clone()))?;
+        if let (Some(size), Some(limit)) = (self.size, config.max_object_bytes)
+            && size > limit
+        {
+            return Err(StorageError::TooLarge {
+                object: source,
+                limit,
+            }
+            .into());
+        }
+        Ok(Job {
+            output: ObjectRef::new(config.output_bucket.clone(), output_name),
+            source,
+            generation: self.generation,
+        })
+    }
+}
+
+/// CloudEvents carry sizes as decimal strings, people type numbers: accept both.
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+    match Option::<Raw>::deserialize(d)? {
+        None => Ok(None),
+        Some(Raw::Number(n)) => Ok(Some(n)),
+        Some(Raw::Text(s)) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("size {s:?} is not a byte count"))),
+    }
+}
+
+/// The decrypted object, and the exact upload it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecryptResponse {
+    pub bucket: BucketName,
+    pub name: ObjectName,
+    pub size: u64,
+    pub generation: Generation,
+    pub source: Source,
+    /// True when this source generation had already been decrypted and nothing was written.
+    pub skipped: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub bucket: BucketName,
+    pub name: ObjectName,
+    pub generation: Generation,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fernet::{Key, KeyRing};
+    use crate::keys::KeySource;
+
+    fn config(trigger_buckets: &[&str], max_object_bytes: Option<u64>) -> Config {
+        Config {
+            output_bucket: "company_output_bucket".parse().unwrap(),
+            trigger_buckets: trigger_buckets.iter().map(|b| b.parse().unwrap()).collect(),
+            keys: KeySource::Keys(KeyRing::new(vec![Key::generate()]).unwrap()),
+            ttl: None,
+            max_object_bytes,
+            verify_gzip: false,
+        }
+    }
+
+    fn request(json: serde_json::Value) -> DecryptRequest {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn the_output_name_drops_the_encrypted_suffix_in_the_output_bucket() {
+        let job = request(serde_json::json!({"bucket": "company_trigger_bucket", "name": "data/20240115/lkp_fechas.gz.encrypted"}))
+            .validate(&config(&[], None))
+            .unwrap();
+        assert_eq!(
+            job.output.to_string(),
+            "gs://company_output_bucket/data/20240115/lkp_fechas.gz"
+        );
+        assert_eq!(
+            job.source.to_string(),
+            "gs://company_trigger_bucket/data/20240115/lkp_fechas.gz.encrypted"
+        );
+        assert_eq!(job.generation, None);
+    }
+
+    #[test]
+    fn cloud_event_data_is_accepted_with_its_extra_fields_and_string_numbers() {
+        let job = request(serde_json::json!({
+            "kind": "storage#object", "bucket": "trig", "name": "a.gz.encrypted",
+            "generation": "1705312800123456", "size": "2048", "contentType": "application/octet-stream",
+            "metadata": {"x": "y"}
+        }))
+        .validate(&config(&["trig"], Some(4096)))
+        .unwrap();
+        assert_eq!(job.generation.unwrap().get(), 1705312800123456);
+    }
+
+    #[test]
+    fn requests_are_refused_with_the_documented_errors() {
+        let cases = [
+            (
+                serde_json::json!({"bucket": "trig", "name": "../x.encrypted"}),
+                "invalid_name",
+            ),
+            (
+                serde_json::json!({"bucket": "trig", "name": "/x.encrypted"}),
+                "invalid_name",
+            ),
+            (
+                serde_json::json!({"bucket": "trig", "name": "a\u{1}b.encrypted"}),
+                "invalid_name",
+            ),
+            (
+                serde_json::json!({"bucket": "Bad Bucket", "name": "x.encrypted"}),
+                "invalid_name",
+            ),
+            (
+                serde_json::json!({"bucket": "other", "name": "x.encrypted"}),
+                "bucket_not_allowed",
+            ),
+            (
+                serde_json::json!({"bucket": "trig", "name": "x.gz"}),
+                "not_encrypted",
+            ),
+            (
+                serde_json::json!({"bucket": "trig", "name": "dir/.encrypted"}),
+                "not_encrypted",
+            ),
+            (
+                serde_json::json!({"bucket": "trig", "name": "x.encrypted", "size": 4097}),
+                "object_too_large",
+            ),
+        ];
+        for (json, code) in cases {
+            let error = request(json.clone())
+                .validate(&config(&["trig"], Some(4096)))
+                .unwrap_err();
+            assert_eq!(sigma_shared::HttpError::code(&error), code, "{json}");
+        }
+    }
+
+    #[test]
+    fn sizes_must_be_byte_counts() {
+        assert!(
+            serde_json::from_value::<DecryptRequest>(
+                serde_json::json!({"bucket": "b", "name": "n", "size": "lots"})
+            )
+            .is_err()
+        );
+        assert!(
+            serde_json::from_value::<DecryptRequest>(
+                serde_json::json!({"bucket": "b", "name": "n", "size": -1})
+            )
+            .is_err()
+        );
+    }
+}
