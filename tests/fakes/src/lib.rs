@@ -4,6 +4,8 @@
 //! address. The APIs with no emulator are fakes that speak Google's wire format and refuse
 //! what Google would refuse, so the production clients run unchanged against them.
 
+pub mod dataflow;
 pub mod dataform;
 pub mod gcs;
+pub mod metadata;
 pub mod secretmanager;
