@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod google;
 pub mod object;

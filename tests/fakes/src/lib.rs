@@ -8,4 +8,5 @@ pub mod dataflow;
 pub mod dataform;
 pub mod gcs;
 pub mod metadata;
+pub mod pubsub;
 pub mod secretmanager;
