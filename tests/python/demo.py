@@ -1,0 +1,119 @@
+"""`make demo`: the whole SIGMA chain on this machine, told step by step.
+
+Starts the local stack (fake-gcs-server, fakes of Dataflow/Dataform/Pub/Sub, the three real
+services), encrypts a sample gzip file with the `sigma` CLI, uploads it to the trigger bucket,
+runs the real workflows/sigma.yaml with the object-finalize CloudEvent Eventarc would send, and
+prints what happened.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sigma_stack.emulator import WorkflowFailed  # noqa: E402
+from sigma_stack.stack import OUTPUT_BUCKET, TRIGGER_BUCKET, Stack, bin_dir  # noqa: E402
+
+OBJECT = "data/20240115/lkp_fechas.gz.encrypted"
+
+
+def say(title: str, text: str = "") -> None:
+    print(f"\n== {title}")
+    if text:
+        print(text)
+
+
+def sample() -> bytes:
+    rows = ["fecha;anio;mes;dia;dia_semana"]
+    rows += [f"2024-01-{d:02d};2024;1;{d};{(d + 0) % 7 + 1}" for d in range(1, 32)]
+    return gzip.compress(("\n".join(rows) + "\n").encode())
+
+
+def encrypt(stack: Stack, plaintext: bytes) -> tuple[bytes, str]:
+    """With the operator CLI when it is built (tokens Python can decrypt), else with Python."""
+    cli = bin_dir() / "sigma"
+    if not cli.exists():
+        return stack.encrypt(plaintext), "Python cryptography (the sigma CLI is not built)"
+    with tempfile.TemporaryDirectory() as tmp:
+        source, target = Path(tmp, "lkp_fechas.gz"), Path(tmp, "lkp_fechas.gz.encrypted")
+        source.write_bytes(plaintext)
+        run = subprocess.run([str(cli), "encrypt", "--key", stack.fernet_key, str(source), str(target)],
+                             capture_output=True, text=True)
+        if run.returncode != 0 or not target.exists():
+            return stack.encrypt(plaintext), f"Python cryptography (`sigma encrypt` failed: {run.stderr.strip()!r})"
+        return target.read_bytes(), f"{cli} encrypt --key *** IN OUT"
+
+
+def main() -> int:
+    started = time.monotonic()
+    with Stack() as stack:
+        say("Local stack", "\n".join(
+            [f"  fake-gcs-server  {stack.gcs.endpoint}"]
+            + [f"  sigma-{name:<9}  {url}" for name, url in stack.urls.items()]
+            + [f"  fake {name:<12} {url}" for name, url in sorted(stack.fakes.items())]
+            + [f"  (up in {time.monotonic() - started:.1f}s; logs in {stack.logs})"]
+        ))
+
+        plaintext = sample()
+        token, how = encrypt(stack, plaintext)
+        say("1. On-premise job", f"  gzip file: {len(plaintext)} bytes; encrypted with {how}: {len(token)} bytes")
+        event = stack.upload(OBJECT, token)
+        say("2. Upload", f"  gs://{TRIGGER_BUCKET}/{OBJECT} generation {event['data']['generation']}\n"
+            f"  Eventarc event {event['type']} id {event['id']}")
+
+        say("3. Workflow workflows/sigma.yaml (workflows-emulator)")
+        try:
+            result = stack.workflow().run(event)
+        except WorkflowFailed as failed:
+            print(f"  FAILED: {json.dumps(failed.error, indent=2)}")
+            return 1
+        report(stack, result, plaintext)
+        events(stack)
+        print(f"\nDone in {time.monotonic() - started:.1f}s.")
+    return 0
+
+
+def report(stack: Stack, result: dict, plaintext: bytes) -> None:
+    seconds = result["seconds"]
+    decrypted = result["decrypted"]
+    same = stack.gcs.get(OUTPUT_BUCKET, decrypted["name"]) == plaintext
+    print(f"  status: {result['status']}   execution {result['execution_id']}")
+    print(f"  decrypt              {seconds['decrypt']:6.2f}s  gs://{decrypted['bucket']}/{decrypted['name']}"
+          f" ({decrypted['size']} bytes, generation {decrypted['generation']}, identical to the original: {same})")
+    job = result["job"]
+    print(f"  launch               {seconds['launch']:6.2f}s  {job['entity']} {job['fecha_lote']}: "
+          f"Dataflow job {job['name']} ({job['id']}){' adopted' if job['adopted'] else ''}")
+    print(f"  Dataflow job         {seconds['dataflow_job']:6.2f}s  states {' -> '.join(dedupe(job['states']))}")
+    dataform = result["dataform"]
+    if dataform["skipped"]:
+        print(f"  Dataform             {seconds['dataform_invoke']:6.2f}s  nothing depends on {dataform['table']}")
+    else:
+        print(f"  Dataform invoke      {seconds['dataform_invoke']:6.2f}s  {len(dataform['actions'])} actions depend on "
+              f"{dataform['table']}: {dataform['invocation']}")
+        print(f"  Dataform invocation  {seconds['dataform_invocation']:6.2f}s  {dataform['state']} {dataform['action_states']}")
+        for action in dataform["actions"]:
+            print(f"      {action['type']:<12} {action['database']}.{action['schema']}.{action['name']}")
+    print(f"  total                {seconds['total']:6.2f}s")
+
+
+def events(stack: Stack) -> None:
+    say("4. Events published to the events topic")
+    for message in stack.fakes_api.messages():
+        attributes = message["attributes"]
+        print(f"  {attributes.get('event_type', '?'):<24} {attributes.get('object', '')}"
+              f"  {' '.join(f'{k}={v}' for k, v in sorted(attributes.items()) if k not in ('event_type', 'object'))}")
+
+
+def dedupe(states: list[str]) -> list[str]:
+    return [s for i, s in enumerate(states) if i == 0 or states[i - 1] != s]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""The `/_fake/...` control routes of the `sigma-fakes` process: what tests program and inspect."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import requests
+
+DEFAULT_JOB_STATES = ["JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_DONE"]
+
+
+class FakesApi:
+    def __init__(self, endpoints: dict[str, str]):
+        self.endpoints = endpoints
+
+    # --- Dataflow ---------------------------------------------------------------------------
+
+    def next_jobs_end(self, final_state: str | None) -> None:
+        """Jobs launched from now on end in `final_state` (None: they stay running)."""
+        states = ["JOB_STATE_PENDING", "JOB_STATE_RUNNING"] + ([final_state] if final_state else [])
+        self._post("dataflow", "/_fake/script", {"states": states, "messages": self._messages_for(final_state)})
+
+    def reset_jobs(self) -> None:
+        self._post("dataflow", "/_fake/script", {"states": DEFAULT_JOB_STATES, "messages": []})
+
+    def fail_next_launch(self, status: int) -> None:
+        self._post("dataflow", "/_fake/failures", {"method": "launch", "status": status, "create": False})
+
+    def launches(self, job_name_prefix: str = "") -> list[dict[str, Any]]:
+        """Launch requests Dataflow accepted, for jobs whose name starts with the prefix."""
+        return [
+            launch for launch in self._get("dataflow", "/_fake/launches")
+            if launch.get("launchParameter", {}).get("jobName", "").startswith(job_name_prefix)
+        ]
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return self._get("dataflow", "/_fake/jobs")
+
+    def dataflow_activity(self) -> tuple[int, int]:
+        """(launches accepted, jobs known): unchanged means nothing was launched."""
+        return len(self._get("dataflow", "/_fake/launches")), len(self.jobs())
+
+    # --- Dataform ---------------------------------------------------------------------------
+
+    def invocations(self) -> list[dict[str, Any]]:
+        """The `workflowInvocations.create` bodies Dataform accepted, in order."""
+        return self._get("dataform", "/_fake/invocations")
+
+    # --- Pub/Sub ----------------------------------------------------------------------------
+
+    def messages(self) -> list[dict[str, Any]]:
+        """Every message published (gRPC by the services, REST by the workflow), data parsed."""
+        received = self._get("pubsub_rest", "/_fake/messages")["messages"]
+        for message in received:
+            try:
+                message["data"] = json.loads(message["data"])
+            except ValueError:
+                pass
+        return received
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _messages_for(final_state: str | None) -> list[dict[str, str]]:
+        if final_state == "JOB_STATE_FAILED":
+            return [{"importance": "JOB_MESSAGE_ERROR", "text": "Workflow failed: 3 rows did not match the schema"}]
+        return []
+
+    def _get(self, fake: str, path: str) -> Any:
+        response = requests.get(self.endpoints[fake] + path, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def _post(self, fake: str, path: str, body: dict) -> None:
+        requests.post(self.endpoints[fake] + path, json=body, timeout=10).raise_for_status()
