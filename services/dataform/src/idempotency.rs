@@ -68,7 +68,10 @@ pub enum Claim {
 
 pub enum Ledger {
     Memory(Mutex<HashMap<String, (i64, Record)>>),
-    Gcs { client: Storage, bucket: BucketName },
+    Gcs {
+        client: Box<Storage>,
+        bucket: BucketName,
+    },
 }
 
 /// Another writer changed the record between our read and our write.

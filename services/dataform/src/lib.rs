@@ -39,7 +39,7 @@ impl AppState {
             GraphOrigin::File(path) => (Origin::File(path), None),
             GraphOrigin::Gcs(object) => (
                 Origin::Gcs {
-                    client: sigma_shared::storage::client().await?,
+                    client: Box::new(sigma_shared::storage::client().await?),
                     object,
                 },
                 None,
@@ -51,7 +51,7 @@ impl AppState {
         };
         let ledger = match config.state_bucket {
             Some(bucket) => Ledger::Gcs {
-                client: sigma_shared::storage::client().await?,
+                client: Box::new(sigma_shared::storage::client().await?),
                 bucket,
             },
             None => Ledger::memory(),

@@ -22,7 +22,10 @@ const MAX_GRAPH_BYTES: u64 = 1 << 30;
 
 pub enum Origin {
     File(PathBuf),
-    Gcs { client: Storage, object: ObjectRef },
+    Gcs {
+        client: Box<Storage>,
+        object: ObjectRef,
+    },
     Api(Arc<DataformApi>),
 }
 

@@ -211,7 +211,7 @@ fn suffixed_graph() -> Graph {
                 .get_mut("dependencyTargets")
                 .and_then(Value::as_array_mut)
             {
-                deps.iter_mut().for_each(|d| rename(d));
+                deps.iter_mut().for_each(&rename);
             }
             rename(&mut action["target"]);
         }

@@ -379,18 +379,15 @@ async fn create_compilation(
 }
 
 /// `pageToken` is the offset of the page's first item; the page is at most the fake's size.
+/// `None`: the token is not one this fake handed out.
 fn page<T: Clone>(
     items: &[T],
     query: &HashMap<String, String>,
     max: usize,
-) -> Result<(Vec<T>, Option<String>), Response> {
+) -> Option<(Vec<T>, Option<String>)> {
     let start: usize = match query.get("pageToken").map(String::as_str) {
         None | Some("") => 0,
-        Some(token) => token
-            .parse()
-            .ok()
-            .filter(|s| *s <= items.len())
-            .ok_or_else(|| google_error(400, "invalid page token"))?,
+        Some(token) => token.parse().ok().filter(|s| *s <= items.len())?,
     };
     let asked: usize = query
         .get("pageSize")
@@ -399,7 +396,7 @@ fn page<T: Clone>(
         .unwrap_or(max);
     let end = (start + asked.min(max)).min(items.len());
     let next = (end < items.len()).then(|| end.to_string());
-    Ok((items[start..end].to_vec(), next))
+    Some((items[start..end].to_vec(), next))
 }
 
 async fn compilation_result(
@@ -415,14 +412,14 @@ async fn compilation_result(
     };
     match method {
         "query" => match page(&compilation.actions, &query, inner.page_size) {
-            Ok((actions, next)) => {
+            Some((actions, next)) => {
                 let mut out = json!({ "compilationResultActions": actions });
                 if let Some(next) = next {
                     out["nextPageToken"] = json!(next);
                 }
                 Json(out).into_response()
             }
-            Err(response) => response,
+            None => google_error(400, "invalid page token"),
         },
         "" => Json(json!({ "name": name })).into_response(),
         other => google_error(404, format!("no method {other}")),
@@ -550,7 +547,7 @@ async fn workflow_invocation(
             .into_response()
         }
         "query" => match page(&invocation.actions, &query, page_size) {
-            Ok((actions, next)) => {
+            Some((actions, next)) => {
                 let actions: Vec<Value> = actions
                     .into_iter()
                     .map(|(target, state, reason)| {
@@ -568,7 +565,7 @@ async fn workflow_invocation(
                 }
                 Json(out).into_response()
             }
-            Err(response) => response,
+            None => google_error(400, "invalid page token"),
         },
         other => google_error(404, format!("no method {other}")),
     }

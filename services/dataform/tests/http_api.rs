@@ -1,0 +1,368 @@
+//! The API path: the official client against the fake Dataform REST API (and fake-gcs-server
+//! for idempotency records shared between instances).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sigma_dataform::config::{ApiSettings, CompileFrom, Config, GraphOrigin};
+use sigma_dataform::{AppState, app};
+use sigma_fakes::dataform::FakeDataform;
+use sigma_fakes::gcs::FakeGcs;
+
+const REPOSITORY: &str = "projects/acme-dwh-prod/locations/us-central1/repositories/dwh";
+
+fn compiled(name: &str) -> Value {
+    let bytes = std::fs::read(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+fn config(fake: &FakeDataform, state_bucket: Option<&str>) -> Config {
+    Config {
+        origin: GraphOrigin::Api(ApiSettings {
+            repository: REPOSITORY.into(),
+            compile_from: CompileFrom::ReleaseConfig(format!(
+                "{REPOSITORY}/releaseConfigs/production"
+            )),
+            endpoint: Some(fake.endpoint.clone()),
+            service_account: Some("dataform-runner@acme-dwh-prod.iam.gserviceaccount.com".into()),
+        }),
+        ttl: Duration::from_secs(300),
+        state_bucket: state_bucket.map(|b| b.parse().unwrap()),
+    }
+}
+
+async fn serve(config: Config) -> String {
+    let state = AppState::new(config).await.unwrap();
+    let address = sigma_shared::server::spawn(app(Arc::new(state)))
+        .await
+        .unwrap();
+    format!("http://{address}")
+}
+
+async fn start() -> (FakeDataform, String) {
+    let fake = FakeDataform::start(&compiled("sample_v3.compiled.json"))
+        .await
+        .unwrap();
+    fake.handle.set_page_size(7);
+    let base = serve(config(&fake, None)).await;
+    (fake, base)
+}
+
+async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+async fn get(base: &str, path: &str) -> (u16, Value) {
+    let response = reqwest::get(format!("{base}{path}")).await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+fn expected_lkp_fechas() -> Vec<String> {
+    let expected = compiled("sample_v3.closures.json");
+    let mut names: Vec<String> = expected["closures"]["acme-dwh-prod.raw.lkp_fechas"]["closure"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn keys(targets: &Value) -> Vec<String> {
+    let mut names: Vec<String> = targets
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            format!(
+                "{}.{}.{}",
+                t["database"].as_str().unwrap(),
+                t["schema"].as_str().unwrap(),
+                t["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn the_closure_from_an_api_compilation_reads_every_page_and_matches_the_file() {
+    let (fake, base) = start().await;
+    let (status, body) = post(&base, "/closure", json!({"table": "lkp_fechas"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(keys(&body["actions"]), expected_lkp_fechas());
+    let (_, agentes) = post(&base, "/closure", json!({"table": "raw.agentes"})).await;
+    assert_eq!(agentes["count"], 10);
+    assert_eq!(
+        fake.handle.compile_calls(),
+        1,
+        "the compilation is reused within its TTL"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_one_compilation() {
+    let (fake, base) = start().await;
+    let requests = (0..16).map(|_| post(&base, "/closure", json!({"table": "lkp_fechas"})));
+    for (status, _) in futures::future::join_all(requests).await {
+        assert_eq!(status, 200);
+    }
+    assert_eq!(fake.handle.compile_calls(), 1);
+}
+
+#[tokio::test]
+async fn compilation_errors_answer_422_with_the_compilers_messages() {
+    let (fake, base) = start().await;
+    fake.handle.set_compilation_errors(vec![
+        json!({"path": "definitions/x.sqlx", "message": "Could not resolve \"no_existe\""}),
+    ]);
+    let (status, body) = post(&base, "/closure", json!({"table": "lkp_fechas"})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("compilation_failed"))
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("definitions/x.sqlx: Could not resolve")
+    );
+}
+
+#[tokio::test]
+async fn invoke_creates_one_invocation_for_exactly_the_closure() {
+    let (fake, base) = start().await;
+    let (status, body) = post(
+        &base,
+        "/invoke",
+        json!({"table": "raw.lkp_fechas", "fully_refresh_incremental": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "RUNNING");
+    assert_eq!(body["skipped"], false);
+    assert!(
+        body["invocation"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{REPOSITORY}/workflowInvocations/"))
+    );
+    let created = fake.handle.created_invocations();
+    assert_eq!(created.len(), 1);
+    let request = &created[0];
+    assert_eq!(request["compilationResult"], body["compilation_result"]);
+    let config = &request["invocationConfig"];
+    assert_eq!(keys(&config["includedTargets"]), expected_lkp_fechas());
+    assert_ne!(
+        config.get("transitiveDependentsIncluded"),
+        Some(&json!(true))
+    );
+    assert_ne!(
+        config.get("transitiveDependenciesIncluded"),
+        Some(&json!(true))
+    );
+    assert_eq!(config["fullyRefreshIncrementalTablesEnabled"], true);
+    assert_eq!(
+        config["serviceAccount"],
+        "dataform-runner@acme-dwh-prod.iam.gserviceaccount.com"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_closure_never_creates_an_invocation() {
+    let (fake, base) = start().await;
+    let (status, body) = post(
+        &base,
+        "/invoke",
+        json!({"table": "productos", "idempotency_key": "b/data/productos.gz/1"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            body["invocation"].clone(),
+            body["skipped"].clone(),
+            body["actions"].clone()
+        ),
+        (Value::Null, json!(true), json!([]))
+    );
+    assert!(fake.handle.created_invocations().is_empty());
+}
+
+#[tokio::test]
+async fn a_replay_with_the_same_key_returns_the_invocation_already_created() {
+    let (fake, base) = start().await;
+    let request = json!({"bucket": "out-bucket", "name": "data/20240115/lkp_fechas.gz", "generation": "1705312800123456"});
+    let (_, first) = post(&base, "/invoke", request.clone()).await;
+    let (status, second) = post(&base, "/invoke", request).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["invocation"], first["invocation"]);
+    assert_eq!(second["replayed"], true);
+    assert_eq!(second["actions"], first["actions"]);
+    assert_eq!(fake.handle.created_invocations().len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_replays_create_a_single_invocation() {
+    let (fake, base) = start().await;
+    post(&base, "/closure", json!({"table": "lkp_fechas"})).await;
+    let request =
+        json!({"table": "lkp_fechas", "idempotency_key": "out-bucket/data/lkp_fechas.gz/7"});
+    let answers =
+        futures::future::join_all((0..8).map(|_| post(&base, "/invoke", request.clone()))).await;
+    let mut invocations = Vec::new();
+    for (status, body) in answers {
+        match status {
+            200 => invocations.push(body["invocation"].as_str().unwrap().to_owned()),
+            503 => assert_eq!(
+                (
+                    body["error"]["code"].as_str(),
+                    body["error"]["retryable"].as_bool()
+                ),
+                (Some("invocation_in_progress"), Some(true))
+            ),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    invocations.dedup();
+    assert_eq!(invocations.len(), 1);
+    assert_eq!(fake.handle.created_invocations().len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_create_frees_the_key_for_the_retry() {
+    let (fake, base) = start().await;
+    post(&base, "/closure", json!({"table": "lkp_fechas"})).await;
+    let request = json!({"table": "lkp_fechas", "idempotency_key": "k-1"});
+    fake.handle.fail_next(503, 1);
+    let (status, body) = post(&base, "/invoke", request.clone()).await;
+    assert_eq!(
+        (
+            status,
+            body["error"]["code"].as_str(),
+            body["error"]["retryable"].as_bool()
+        ),
+        (503, Some("dataform_unavailable"), Some(true))
+    );
+    let (status, body) = post(&base, "/invoke", request).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(fake.handle.created_invocations().len(), 1);
+}
+
+#[tokio::test]
+async fn google_throttling_and_server_errors_answer_503_retryable() {
+    for injected in [429, 500] {
+        let (fake, base) = start().await;
+        fake.handle.fail_next(injected, 1);
+        let (status, body) = post(&base, "/closure", json!({"table": "lkp_fechas"})).await;
+        assert_eq!(
+            (status, body["error"]["retryable"].as_bool()),
+            (503, Some(true)),
+            "{injected}: {body}"
+        );
+        let (status, _) = post(&base, "/closure", json!({"table": "lkp_fechas"})).await;
+        assert_eq!(status, 200, "the next request compiles again");
+    }
+}
+
+#[tokio::test]
+async fn status_reports_state_counts_and_failures_from_every_page() {
+    let (fake, base) = start().await;
+    fake.handle.set_page_size(3);
+    let (_, created) = post(&base, "/invoke", json!({"table": "lkp_fechas"})).await;
+    let name = created["invocation"].as_str().unwrap();
+    let id = name.rsplit('/').next().unwrap();
+    let (status, running) = get(&base, &format!("/invocations/{id}")).await;
+    assert_eq!(status, 200, "{running}");
+    assert_eq!(
+        (running["state"].as_str(), running["terminal"].as_bool()),
+        (Some("RUNNING"), Some(false))
+    );
+    assert_eq!(running["actions"]["PENDING"], 16);
+
+    fake.handle
+        .complete(
+            id,
+            &[(
+                "acme-dwh-prod.warehouse.cal_resumen",
+                "Query error: division by zero",
+            )],
+        )
+        .unwrap();
+    let (_, done) = get(&base, &format!("/invocations/{}", name.replace('/', "%2F"))).await;
+    assert_eq!(
+        (done["state"].as_str(), done["terminal"].as_bool()),
+        (Some("FAILED"), Some(true))
+    );
+    assert_eq!(done["invocation"], name);
+    assert_eq!(
+        done["failed"],
+        json!([{"target": "acme-dwh-prod.warehouse.cal_resumen", "failure_reason": "Query error: division by zero"}])
+    );
+    let counts = done["actions"].as_object().unwrap();
+    assert_eq!(
+        counts.values().map(|v| v.as_u64().unwrap()).sum::<u64>(),
+        16
+    );
+    assert_eq!(counts["FAILED"], 1);
+    assert!(
+        counts["SKIPPED"].as_u64().unwrap() >= 2,
+        "rpt_kpi_siniestralidad and its dependents: {done}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_invocations_are_the_callers_fault() {
+    let (fake, base) = start().await;
+    let (status, body) = get(&base, "/invocations/does-not-exist").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("unknown_invocation"))
+    );
+    let (status, _) = get(&base, "/invocations/bad%20id").await;
+    assert_eq!(status, 400);
+    fake.handle.fail_next(429, 1);
+    let (status, body) = get(&base, "/invocations/whatever").await;
+    assert_eq!(
+        (status, body["error"]["retryable"].as_bool()),
+        (503, Some(true))
+    );
+}
+
+#[tokio::test]
+async fn replays_are_recognised_by_another_instance_through_the_state_bucket() {
+    let gcs = FakeGcs::start(&["sigma-state"]).await.unwrap();
+    // SAFETY: set before any storage client is built; every test in this file that builds
+    // one wants this emulator.
+    unsafe { std::env::set_var("STORAGE_EMULATOR_HOST", &gcs.endpoint) };
+    let fake = FakeDataform::start(&compiled("sample_v3.compiled.json"))
+        .await
+        .unwrap();
+    let first_instance = serve(config(&fake, Some("sigma-state"))).await;
+    let second_instance = serve(config(&fake, Some("sigma-state"))).await;
+    let request =
+        json!({"bucket": "out-bucket", "name": "data/20240115/lkp_fechas.gz", "generation": 42});
+    let (status, first) = post(&first_instance, "/invoke", request.clone()).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, second) = post(&second_instance, "/invoke", request).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["invocation"], first["invocation"]);
+    assert_eq!(second["replayed"], true);
+    assert_eq!(fake.handle.created_invocations().len(), 1);
+    let records = gcs.list("sigma-state").await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert!(records[0].name.starts_with("dataform/invocations/"));
+}
