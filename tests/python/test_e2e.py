@@ -97,6 +97,7 @@ def test_tampered_file_fails_at_decrypt_with_nothing_written_or_launched(stack):
     assert stack.fakes_api.launches("lkp-fechas-2024-01-17") == []
     (failure,) = chain_events(stack, event)
     assert failure["attributes"]["event_type"] == "sigma.chain.failed"
+    assert "entity" not in failure["attributes"] and "entity" not in failure["data"]
     detail = failure["data"]["detail"]
     assert detail["step"] == "decrypt"
     assert detail["error"]["status"] == 422
