@@ -10,13 +10,13 @@ variable "region" {
 }
 
 variable "name_prefix" {
-  description = "Prefix of every resource name (services, service accounts, topic, workflow). Lowercase letters, digits and hyphens."
+  description = "Prefix of every resource name (services, service accounts, topic, workflow): 2-14 lowercase letters, digits and hyphens."
   type        = string
   default     = "sigma"
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{0,14}$", var.name_prefix))
-    error_message = "name_prefix must be 1-15 characters of lowercase letters, digits and hyphens, starting with a letter (service account ids are limited to 30 characters)."
+    condition     = can(regex("^[a-z][a-z0-9-]{0,12}[a-z0-9]$", var.name_prefix))
+    error_message = "name_prefix must be 2-14 lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen (<name_prefix>-dataflow-worker must fit the 30 characters of a service account id)."
   }
 }
 
