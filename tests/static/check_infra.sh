@@ -5,6 +5,7 @@
 #     tests/static/checkov/, with no failed check; a skip must carry its reason
 #     (#checkov:skip=CKV_ID:reason);
 #   - every Terraform variable and output has a description;
+#   - the workflow reads exactly the environment variables infra/ gives it;
 #   - terraform fmt -check, whenever terraform is installed;
 #   - terraform validate, where the hashicorp/google and google-beta providers can be installed
 #     (registry access, a provider mirror or plugin cache in the terraform CLI configuration, or
@@ -52,6 +53,28 @@ for path in sorted(pathlib.Path(sys.argv[1]).glob("*.tf")):
                     missing.append(f"{path}: {kind} {name!r} has no description")
 if missing:
     sys.exit("\n".join(missing))
+PY
+
+step "the workflow's environment is the one infra/ sets"
+python3 - infra/workflow.tf workflows/sigma.yaml <<'PY'
+import re, sys
+import hcl2
+
+with open(sys.argv[1]) as f:
+    doc = hcl2.load(f)
+(workflow,) = [r["google_workflows_workflow"] for r in doc["resource"] if "google_workflows_workflow" in r]
+(body,) = workflow.values()
+env = body["user_env_vars"]
+env = env[0] if isinstance(env, list) else env
+set_by_terraform = set(env)
+with open(sys.argv[2]) as f:
+    source = f.read()
+# GOOGLE_CLOUD_* are the built-in variables Workflows provides.
+read_by_workflow = {v for v in re.findall(r'sys\.get_env\("([A-Za-z0-9_]+)"', source) if not v.startswith("GOOGLE_CLOUD_")}
+problems = [f"the workflow reads {v}, which infra/workflow.tf does not set" for v in sorted(read_by_workflow - set_by_terraform)]
+problems += [f"infra/workflow.tf sets {v}, which the workflow never reads" for v in sorted(set_by_terraform - read_by_workflow)]
+if problems:
+    sys.exit("\n".join(problems))
 PY
 
 if ! command -v terraform >/dev/null 2>&1; then
