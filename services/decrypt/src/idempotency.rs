@@ -31,7 +31,7 @@ pub fn source_metadata(source: &ObjectRef, generation: Generation) -> HashMap<St
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// This upload was decrypted already; here is the result.
-    Done(ObjectHighlights),
+    Done(Box<ObjectHighlights>),
     /// A newer upload of the same source was decrypted already.
     Superseded(Generation),
     /// Write, on the condition that the output is still what was seen.
@@ -49,7 +49,7 @@ pub fn decide(
     };
     let recorded = recorded_generation(&existing.metadata, source);
     match recorded {
-        Some(recorded) if recorded == generation => Decision::Done(existing),
+        Some(recorded) if recorded == generation => Decision::Done(Box::new(existing)),
         Some(recorded) if recorded > generation => Decision::Superseded(recorded),
         // Decrypted from an older upload, from another source, or written by hand.
         _ => Decision::Write(Precondition::replacing(Some(&existing))),
@@ -150,7 +150,7 @@ mod tests {
         let existing = output(100, source_metadata(&source(), generation(5)));
         assert_eq!(
             decide(Some(existing.clone()), &source(), generation(5)),
-            Decision::Done(existing)
+            Decision::Done(Box::new(existing))
         );
     }
 
