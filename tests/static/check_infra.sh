@@ -5,7 +5,8 @@
 #     tests/static/checkov/, with no failed check; a skip must carry its reason
 #     (#checkov:skip=CKV_ID:reason);
 #   - every Terraform variable and output has a description;
-#   - the workflow reads exactly the environment variables infra/ gives it;
+#   - the workflow reads exactly the environment variables infra/ gives it, and the services
+#     read every one infra/ gives them;
 #   - terraform fmt -check, whenever terraform is installed;
 #   - terraform validate, where the hashicorp/google and google-beta providers can be installed
 #     (registry access, a provider mirror or plugin cache in the terraform CLI configuration, or
@@ -76,6 +77,16 @@ problems += [f"infra/workflow.tf sets {v}, which the workflow never reads" for v
 if problems:
     sys.exit("\n".join(problems))
 PY
+
+step "every env var infra/ gives the services is read by their code"
+missing=0
+for var in $(grep -oE '\b[A-Z][A-Z0-9_]{2,}\s*=' infra/run.tf | tr -d ' =' | sort -u); do
+    if ! grep -rqF "\"$var\"" services/*/src shared/src; then
+        echo "infra/run.tf sets $var, which no service reads" >&2
+        missing=1
+    fi
+done
+[[ $missing == 0 ]]
 
 if ! command -v terraform >/dev/null 2>&1; then
     echo "SKIPPED terraform fmt and validate: terraform is not installed"
