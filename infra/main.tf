@@ -15,7 +15,6 @@ locals {
   image           = var.image != null ? var.image : "${local.repository_url}/sigma:${coalesce(var.image_tag, "unset")}"
   events_topic    = google_pubsub_topic.events.id
   pipelines_uri   = "gs://${google_storage_bucket.data["config"].name}/pipelines.yaml"
-  temp_location   = "gs://${google_storage_bucket.dataflow_temp.name}/temp"
   cmek            = var.kms_key_name == null ? [] : [var.kms_key_name]
 }
 

@@ -18,9 +18,9 @@ output "pipelines_uri" {
   value       = local.pipelines_uri
 }
 
-output "dataflow_temp_location" {
-  description = "Value for defaults.environment.temp_location (and staging_location) in the pipeline registry."
-  value       = local.temp_location
+output "dataflow_temp_bucket" {
+  description = "Bucket for the Dataflow jobs' scratch files: the registry's defaults.environment.temp_location and staging_location go under it (gs://<bucket>/temp, gs://<bucket>/staging)."
+  value       = "gs://${google_storage_bucket.dataflow_temp.name}"
 }
 
 output "fernet_keys_secret" {
