@@ -66,6 +66,8 @@ impl HttpError for Error {
 
     fn retryable(&self) -> bool {
         match self {
+            // Another writer of the same config won every round: retrying decides afresh.
+            Self::Storage(StorageError::PreconditionFailed(_)) => true,
             Self::Storage(e) => e.retryable(),
             Self::Dataflow(e) => e.retryable(),
             other => sigma_shared::error::is_transient(other.status()),
