@@ -93,6 +93,8 @@ def test_tampered_file_fails_at_decrypt_with_nothing_written_or_launched(stack):
 
     assert error["code"] == 422
     assert error["body"]["error"]["code"] == "invalid_token"
+    source = f"gs://{TRIGGER_BUCKET}/data/20240117/lkp_fechas.gz.encrypted"
+    assert stack.statuses("decrypt", "/decrypt", source) == [422], "a 4xx is not retried"
     assert stack.gcs.get(OUTPUT_BUCKET, "data/20240117/lkp_fechas.gz") is None
     assert stack.fakes_api.launches("lkp-fechas-2024-01-17") == []
     (failure,) = chain_events(stack, event)
@@ -127,6 +129,7 @@ def test_failed_dataflow_job_stops_the_chain_before_dataform(stack):
 
     assert error["reason"] == "dataflow_job_failed"
     assert error["state"] == "FAILED"
+    assert any("did not match the schema" in str(message) for message in error["errors"])
     assert len(stack.fakes_api.invocations()) == invocations_before
     (failure,) = chain_events(stack, event)
     assert failure["data"]["detail"]["step"] == "dataflow_job"
