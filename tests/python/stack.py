@@ -14,13 +14,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from sigma_stack.emulator import REPO  # noqa: E402
 from sigma_stack.stack import CONFIG_BUCKET, EVENTS_TOPIC, OUTPUT_BUCKET, TRIGGER_BUCKET, Stack  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up"])
-    parser.add_argument("--logs", type=Path, default=Path("target/sigma-stack"), help="where process logs go")
+    parser.add_argument("--logs", type=Path, default=REPO / "target" / "sigma-stack", help="where process logs go")
     args = parser.parse_args()
     with Stack(logs=args.logs) as stack:
         print(f"export STORAGE_EMULATOR_HOST={stack.gcs.endpoint}")
