@@ -189,3 +189,18 @@ def test_job_still_running_at_the_poll_deadline_fails_the_execution(stack):
     (failure,) = chain_events(stack, event)
     assert failure["data"]["detail"]["step"] == "dataflow_job"
     assert failure["data"]["detail"]["error"]["code"] == "poll_deadline_exceeded"
+
+
+def test_invocation_still_running_at_the_poll_deadline_fails_the_execution(stack):
+    stack.fakes_api.invocations_finish_after_reads(None)
+    event = upload(stack, "data/20240122/lkp_fechas.gz.encrypted")
+    try:
+        error = run_failing(stack.workflow(POLL_DEADLINE_SECONDS="2"), event)
+    finally:
+        stack.fakes_api.invocations_finish_after_reads(1)
+
+    assert error["reason"] == "poll_deadline_exceeded"
+    assert error["state"] == "RUNNING"
+    assert error["invocation"].startswith("projects/")
+    (failure,) = chain_events(stack, event)
+    assert failure["data"]["detail"]["step"] == "dataform_invocation"

@@ -43,6 +43,10 @@ class FakesApi:
 
     # --- Dataform ---------------------------------------------------------------------------
 
+    def invocations_finish_after_reads(self, reads: int | None) -> None:
+        """Invocations succeed once read `reads` times (None: they keep running)."""
+        self._post("dataform", "/_fake/auto_complete", {"after_gets": reads})
+
     def invocations(self) -> list[dict[str, Any]]:
         """The `workflowInvocations.create` bodies Dataform accepted, in order."""
         return self._get("dataform", "/_fake/invocations")
