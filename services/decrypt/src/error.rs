@@ -19,7 +19,7 @@ pub enum Error {
     NotEncrypted(ObjectRef),
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("{object} is not a valid Fernet token for the configured keys: {reason}")]
+    #[error("{object}: {reason}")]
     Token {
         object: ObjectRef,
         reason: TokenError,

@@ -424,3 +424,45 @@ async fn an_unreachable_cloud_storage_is_a_retryable_503() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["retryable"], true, "{body}");
 }
+
+#[tokio::test]
+async fn an_older_upload_arriving_after_a_newer_one_never_overwrites_its_output() {
+    let key = Key::generate();
+    let gcs = sigma_fakes::gcs::FakeGcs::start(&[OUTPUT]).await.unwrap();
+    // A versioned trigger bucket keeps the older upload readable by its generation.
+    reqwest::Client::new()
+        .post(format!("{}/storage/v1/b", gcs.endpoint))
+        .json(&json!({"name": TRIGGER, "versioning": {"enabled": true}}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let service = Service::start_on(gcs, config(&[&key])).await;
+    let older = service
+        .gcs
+        .put(TRIGGER, SOURCE_NAME, token(&key, &gzip(b"older")))
+        .await
+        .unwrap();
+    let newer = service
+        .gcs
+        .put(TRIGGER, SOURCE_NAME, token(&key, &gzip(b"newer")))
+        .await
+        .unwrap();
+    let (status, body) = service
+        .post(json!({"bucket": TRIGGER, "name": SOURCE_NAME, "generation": newer}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, late) = service
+        .post(json!({"bucket": TRIGGER, "name": SOURCE_NAME, "generation": older}))
+        .await;
+
+    assert_eq!(status, 409, "{late}");
+    assert_eq!(late["error"]["code"], "superseded");
+    assert_eq!(late["error"]["retryable"], false);
+    assert_eq!(
+        service.gcs.get(OUTPUT, OUTPUT_NAME).await.unwrap().unwrap(),
+        gzip(b"newer")
+    );
+}
