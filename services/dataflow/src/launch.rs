@@ -94,9 +94,9 @@ impl Launcher {
 
     pub async fn launch(&self, request: &LaunchRequest) -> Result<Launched, Error> {
         let object = ObjectRef::new(request.bucket.clone(), request.name.clone());
-        self.registry.select(&object)?;
         let span = tracing::Span::current();
         span.record("object", tracing::field::display(&object));
+        self.registry.select(&object)?;
 
         let (generation, checked) = match request.generation {
             Some(generation) => (generation, false),
@@ -107,11 +107,7 @@ impl Launcher {
         let record_object = records::record_object(&self.site, &plan.job_name);
 
         if let Some(record) = records::read_record(&self.storage, &record_object).await? {
-            let job = self
-                .dataflow
-                .job(&record.project, &record.region, &record.job_id)
-                .await?;
-            return Ok(self.answer(&plan, &job, true));
+            return self.recorded(plan, record).await;
         }
         if !checked {
             let current = self.current_generation(&object).await?;
@@ -199,13 +195,25 @@ impl Launcher {
         };
         let stored = records::write_record(&self.storage, object, record).await?;
         if stored.job_id != job.id {
-            let job = self
-                .dataflow
-                .job(&stored.project, &stored.region, &stored.job_id)
-                .await?;
-            return Ok(self.answer(plan, &job, true));
+            return self.recorded(plan.clone(), stored).await;
         }
         Ok(self.answer(plan, job, adopted))
+    }
+
+    /// The recorded job, where it was launched (the registry may have moved the entity to
+    /// another region since).
+    async fn recorded(
+        &self,
+        mut plan: LaunchPlan,
+        record: LaunchRecord,
+    ) -> Result<Launched, Error> {
+        let job = self
+            .dataflow
+            .job(&record.project, &record.region, &record.job_id)
+            .await?;
+        plan.project = record.project;
+        plan.region = record.region;
+        Ok(self.answer(&plan, &job, true))
     }
 
     fn answer(&self, plan: &LaunchPlan, job: &Job, adopted: bool) -> Launched {
