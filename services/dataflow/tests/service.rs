@@ -688,3 +688,59 @@ async fn the_registry_can_be_read_from_cloud_storage() {
             .unwrap_err();
     assert!(missing.to_string().starts_with("PIPELINES"), "{missing}");
 }
+
+#[tokio::test]
+async fn a_config_describing_a_newer_upload_is_never_replaced_and_an_identical_one_is_not_rewritten()
+ {
+    use sigma_dataflow::error::Error;
+    use sigma_dataflow::{plan, records};
+    use sigma_shared::{Generation, ObjectRef};
+
+    let gcs = FakeGcs::start(&[CONFIGS]).await.unwrap();
+    let storage = Storage::builder()
+        .with_endpoint(gcs.endpoint.clone())
+        .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
+        .build()
+        .await
+        .unwrap();
+    let registry = Registry::parse(EXAMPLE).unwrap();
+    let site = Site::resolve(&registry.site, SiteDefaults::default()).unwrap();
+    let object = ObjectRef::new(
+        OUTPUT.parse().unwrap(),
+        "data/20240115/lkp_fechas.gz".parse().unwrap(),
+    );
+    let plan_for =
+        |g: i64| plan::plan(&registry, &site, &object, Some(Generation::new(g).unwrap())).unwrap();
+    let config = "configs/lkp_fechas_2024-01-15.config";
+
+    records::write_config(&storage, &plan_for(5)).await.unwrap();
+    let written = gcs
+        .metadata(CONFIGS, config)
+        .await
+        .unwrap()
+        .unwrap()
+        .generation;
+    records::write_config(&storage, &plan_for(5)).await.unwrap();
+    assert_eq!(
+        gcs.metadata(CONFIGS, config)
+            .await
+            .unwrap()
+            .unwrap()
+            .generation,
+        written,
+        "not rewritten"
+    );
+
+    let older = records::write_config(&storage, &plan_for(3))
+        .await
+        .unwrap_err();
+    assert!(matches!(older, Error::NewerConfig { .. }), "{older}");
+    let stored: Value =
+        serde_json::from_slice(&gcs.get(CONFIGS, config).await.unwrap().unwrap()).unwrap();
+    assert_eq!(stored["source"]["generation"], "5");
+
+    records::write_config(&storage, &plan_for(9)).await.unwrap();
+    let stored: Value =
+        serde_json::from_slice(&gcs.get(CONFIGS, config).await.unwrap().unwrap()).unwrap();
+    assert_eq!(stored["source"]["generation"], "9");
+}
