@@ -366,3 +366,40 @@ async fn replays_are_recognised_by_another_instance_through_the_state_bucket() {
     assert_eq!(records.len(), 1);
     assert!(records[0].name.starts_with("dataform/invocations/"));
 }
+
+/// The fake's conversion of a compiled graph must give what the API would: same targets,
+/// same kind of compiled object, same dependencies and `disabled` flags as the API sample.
+#[test]
+fn the_fake_converts_a_compiled_graph_into_the_apis_shape() {
+    let sample = compiled("sample_v3.compilationResults.query.page1.json");
+    let summary = |actions: &[Value]| {
+        let mut rows: Vec<String> = actions
+            .iter()
+            .map(|a| {
+                // The sample writes a declaration without a description as no object at all.
+                let kind = ["relation", "operations", "assertion"]
+                    .into_iter()
+                    .find(|k| a.get(*k).is_some())
+                    .unwrap_or("declaration");
+                let body = a.get(kind).unwrap_or(&Value::Null);
+                let deps = body
+                    .get("dependencyTargets")
+                    .map(|d| keys(d).join(","))
+                    .unwrap_or_default();
+                format!(
+                    "{} {kind} {:?} [{deps}] {}",
+                    keys(&json!([a["target"]]))[0],
+                    body.get("relationType"),
+                    body.get("disabled") == Some(&json!(true))
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let converted = sigma_fakes::dataform::api_actions(&compiled("sample_v3.compiled.json"));
+    assert_eq!(
+        summary(&converted),
+        summary(sample["compilationResultActions"].as_array().unwrap())
+    );
+}
