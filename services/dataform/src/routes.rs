@@ -20,7 +20,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/closure", post(closure_of))
         .route("/invoke", post(invoke))
-        .route("/invocations/{id}", get(invocation))
+        .route("/invocations/{*id}", get(invocation))
         .with_state(state)
 }
 
@@ -218,7 +218,7 @@ fn invocation_id_ok(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
 }
 
-/// Accepts the invocation's id or its full name (as `/invoke` returns it, URL-encoded).
+/// Accepts the invocation's id or its full name as `/invoke` returns it (plain or URL-encoded).
 async fn invocation(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,

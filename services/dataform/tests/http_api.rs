@@ -308,6 +308,8 @@ async fn status_reports_state_counts_and_failures_from_every_page() {
         (Some("FAILED"), Some(true))
     );
     assert_eq!(done["invocation"], name);
+    let (_, by_plain_name) = get(&base, &format!("/invocations/{name}")).await;
+    assert_eq!(by_plain_name, done);
     assert_eq!(
         done["failed"],
         json!([{"target": "acme-dwh-prod.warehouse.cal_resumen", "failure_reason": "Query error: division by zero"}])
