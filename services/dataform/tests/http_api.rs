@@ -1,5 +1,4 @@
-//! The API path: the official client against the fake Dataform REST API (and fake-gcs-server
-//! for idempotency records shared between instances).
+//! The API path: the official client against the fake Dataform REST API.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +7,6 @@ use serde_json::{Value, json};
 use sigma_dataform::config::{ApiSettings, CompileFrom, Config, GraphOrigin};
 use sigma_dataform::{AppState, app};
 use sigma_fakes::dataform::FakeDataform;
-use sigma_fakes::gcs::FakeGcs;
 
 const REPOSITORY: &str = "projects/acme-dwh-prod/locations/us-central1/repositories/dwh";
 
@@ -21,7 +19,7 @@ fn compiled(name: &str) -> Value {
     serde_json::from_slice(&bytes).unwrap()
 }
 
-fn config(fake: &FakeDataform, state_bucket: Option<&str>) -> Config {
+fn config(fake: &FakeDataform) -> Config {
     Config {
         origin: GraphOrigin::Api(ApiSettings {
             repository: REPOSITORY.into(),
@@ -32,7 +30,7 @@ fn config(fake: &FakeDataform, state_bucket: Option<&str>) -> Config {
             service_account: Some("dataform-runner@acme-dwh-prod.iam.gserviceaccount.com".into()),
         }),
         ttl: Duration::from_secs(300),
-        state_bucket: state_bucket.map(|b| b.parse().unwrap()),
+        state_bucket: None,
     }
 }
 
@@ -49,7 +47,7 @@ async fn start() -> (FakeDataform, String) {
         .await
         .unwrap();
     fake.handle.set_page_size(7);
-    let base = serve(config(&fake, None)).await;
+    let base = serve(config(&fake)).await;
     (fake, base)
 }
 
@@ -342,31 +340,6 @@ async fn unknown_and_malformed_invocations_are_the_callers_fault() {
         (status, body["error"]["retryable"].as_bool()),
         (503, Some(true))
     );
-}
-
-#[tokio::test]
-async fn replays_are_recognised_by_another_instance_through_the_state_bucket() {
-    let gcs = FakeGcs::start(&["sigma-state"]).await.unwrap();
-    // SAFETY: set before any storage client is built; every test in this file that builds
-    // one wants this emulator.
-    unsafe { std::env::set_var("STORAGE_EMULATOR_HOST", &gcs.endpoint) };
-    let fake = FakeDataform::start(&compiled("sample_v3.compiled.json"))
-        .await
-        .unwrap();
-    let first_instance = serve(config(&fake, Some("sigma-state"))).await;
-    let second_instance = serve(config(&fake, Some("sigma-state"))).await;
-    let request =
-        json!({"bucket": "out-bucket", "name": "data/20240115/lkp_fechas.gz", "generation": 42});
-    let (status, first) = post(&first_instance, "/invoke", request.clone()).await;
-    assert_eq!(status, 200, "{first}");
-    let (status, second) = post(&second_instance, "/invoke", request).await;
-    assert_eq!(status, 200, "{second}");
-    assert_eq!(second["invocation"], first["invocation"]);
-    assert_eq!(second["replayed"], true);
-    assert_eq!(fake.handle.created_invocations().len(), 1);
-    let records = gcs.list("sigma-state").await.unwrap();
-    assert_eq!(records.len(), 1);
-    assert!(records[0].name.starts_with("dataform/invocations/"));
 }
 
 /// The fake's conversion of a compiled graph must give what the API would: same targets,
