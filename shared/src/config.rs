@@ -42,11 +42,7 @@ where
     T::Err: Display,
 {
     optional(var)
-        .map(|raw| {
-            raw.trim()
-                .parse()
-                .map_err(|e| ConfigError::new(var, e))
-        })
+        .map(|raw| raw.trim().parse().map_err(|e| ConfigError::new(var, e)))
         .transpose()
 }
 
@@ -61,9 +57,7 @@ where
             raw.split(',')
                 .map(str::trim)
                 .filter(|item| !item.is_empty())
-                .map(|item| {
-                    item.parse().map_err(|e| ConfigError::new(var, e))
-                })
+                .map(|item| item.parse().map_err(|e| ConfigError::new(var, e)))
                 .collect()
         })
         .unwrap_or_else(|| Ok(Vec::new()))

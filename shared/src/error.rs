@@ -84,7 +84,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
-            tracing::error!(code = self.code, retryable = self.retryable, "{}", self.message);
+            tracing::error!(
+                code = self.code,
+                retryable = self.retryable,
+                "{}",
+                self.message
+            );
         } else {
             tracing::warn!(code = self.code, "{}", self.message);
         }

@@ -62,9 +62,9 @@ impl Failure {
             404 => Self::NotFound,
             412 => Self::PreconditionFailed,
             408 | 429 | 500..=599 => Self::Transient,
-            400..=499 => Self::Rejected(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
-            ),
+            400..=499 => {
+                Self::Rejected(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST))
+            }
             _ => Self::Unexpected,
         }
     }
@@ -103,10 +103,20 @@ mod tests {
     fn http_statuses_sort_into_the_callers_fault_or_transient() {
         assert_eq!(Failure::of_http(404), Failure::NotFound);
         assert_eq!(Failure::of_http(412), Failure::PreconditionFailed);
-        assert_eq!(Failure::of_http(403), Failure::Rejected(StatusCode::FORBIDDEN));
-        assert_eq!(Failure::of_http(400), Failure::Rejected(StatusCode::BAD_REQUEST));
+        assert_eq!(
+            Failure::of_http(403),
+            Failure::Rejected(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            Failure::of_http(400),
+            Failure::Rejected(StatusCode::BAD_REQUEST)
+        );
         for transient in [408, 429, 500, 502, 503, 504] {
-            assert_eq!(Failure::of_http(transient), Failure::Transient, "{transient}");
+            assert_eq!(
+                Failure::of_http(transient),
+                Failure::Transient,
+                "{transient}"
+            );
             assert!(Failure::of_http(transient).retryable());
         }
         assert_eq!(Failure::Transient.status(), StatusCode::SERVICE_UNAVAILABLE);

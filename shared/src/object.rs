@@ -45,9 +45,11 @@ impl FromStr for BucketName {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let max = if s.contains('.') { 222 } else { 63 };
-        let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let edge_ok =
+            |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
         let valid = (3..=max).contains(&s.len())
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
             && edge_ok(s.chars().next())
             && edge_ok(s.chars().last())
             && !s.starts_with("goog")
@@ -238,11 +240,23 @@ mod tests {
 
     #[test]
     fn object_names_that_could_escape_or_corrupt_logs_are_rejected() {
-        for bad in ["", "../etc/passwd", "data/../x", "/abs", "a\nb", "a\u{7}b", "a\u{85}b"] {
+        for bad in [
+            "",
+            "../etc/passwd",
+            "data/../x",
+            "/abs",
+            "a\nb",
+            "a\u{7}b",
+            "a\u{85}b",
+        ] {
             assert!(bad.parse::<ObjectName>().is_err(), "{bad:?} accepted");
         }
         assert!("x".repeat(1025).parse::<ObjectName>().is_err());
-        assert!("data/20240115/lkp_fechas.gz.encrypted".parse::<ObjectName>().is_ok());
+        assert!(
+            "data/20240115/lkp_fechas.gz.encrypted"
+                .parse::<ObjectName>()
+                .is_ok()
+        );
         assert!("datos/ñandú €.gz".parse::<ObjectName>().is_ok());
     }
 
@@ -252,7 +266,16 @@ mod tests {
             let ok = good.len() >= 3;
             assert_eq!(good.parse::<BucketName>().is_ok(), ok, "{good}");
         }
-        for bad in ["AB", "Upper", "-lead", "trail-", "goog-bucket", "a..b", "sp ace", &"a".repeat(64)] {
+        for bad in [
+            "AB",
+            "Upper",
+            "-lead",
+            "trail-",
+            "goog-bucket",
+            "a..b",
+            "sp ace",
+            &"a".repeat(64),
+        ] {
             assert!(bad.parse::<BucketName>().is_err(), "{bad:?} accepted");
         }
     }

@@ -25,7 +25,11 @@ pub fn finish(routes: Router) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
         })
         .layer(middleware::from_fn(request_span))
 }
@@ -120,11 +124,17 @@ mod tests {
         let app = finish(Router::new().route("/x", axum::routing::post(|| async { "x" })));
         let not_found = app
             .clone()
-            .oneshot(Request::get("/nope").body(axum::body::Body::empty()).unwrap())
+            .oneshot(
+                Request::get("/nope")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(not_found.status(), StatusCode::NOT_FOUND);
-        let body = axum::body::to_bytes(not_found.into_body(), 1 << 16).await.unwrap();
+        let body = axum::body::to_bytes(not_found.into_body(), 1 << 16)
+            .await
+            .unwrap();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["error"]["code"], "not_found");
         assert_eq!(json["error"]["retryable"], false);
@@ -137,7 +147,11 @@ mod tests {
         assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
 
         let health = app
-            .oneshot(Request::get("/healthz").body(axum::body::Body::empty()).unwrap())
+            .oneshot(
+                Request::get("/healthz")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(health.status(), StatusCode::OK);

@@ -99,10 +99,12 @@ pub async fn client() -> std::result::Result<Storage, ConfigError> {
         }
         None => builder,
     };
-    builder
-        .build()
-        .await
-        .map_err(|e| ConfigError::new(EMULATOR_VAR, format!("cannot build the Cloud Storage client: {e}")))
+    builder.build().await.map_err(|e| {
+        ConfigError::new(
+            EMULATOR_VAR,
+            format!("cannot build the Cloud Storage client: {e}"),
+        )
+    })
 }
 
 fn bucket_path(object: &ObjectRef) -> String {
@@ -144,7 +146,11 @@ pub async fn stat(client: &Storage, object: &ObjectRef) -> Result<Option<ObjectH
 }
 
 /// Reads a whole small object (configuration, records), refusing anything over `limit`.
-pub async fn read_to_bytes(client: &Storage, object: &ObjectRef, limit: u64) -> Result<(Bytes, ObjectHighlights)> {
+pub async fn read_to_bytes(
+    client: &Storage,
+    object: &ObjectRef,
+    limit: u64,
+) -> Result<(Bytes, ObjectHighlights)> {
     let mut response = open(client, object, None).await?;
     let highlights = response.object();
     let mut buffer = Vec::new();

