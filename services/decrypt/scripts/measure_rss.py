@@ -5,9 +5,11 @@ Starts fake-gcs-server (filesystem backend, so the emulator's own memory stays f
 writes a gzip file of SIZE_MIB random bytes and its Fernet token to disk (streaming, never
 in memory), uploads the token, runs the release binary, calls POST /decrypt and prints the
 service's peak RSS (VmHWM), the time taken, and whether the output matches byte for byte.
+The time is the emulator's upload speed more than the service's (see emulators.md).
 
     cargo build --release -p sigma-decrypt
     .venv/bin/python services/decrypt/scripts/measure_rss.py 256 1024   # MiB sizes
+    .venv/bin/python services/decrypt/scripts/measure_rss.py --verify-gzip 256
 
 Needs root or CAP_NET_BIND_SERVICE (the emulator must listen on port 80, see
 shared/notes/emulators.md). A measurement, not a test: nothing here asserts a time.
@@ -145,7 +147,8 @@ def measure(mib, work, verify_gzip):
 
 
 def main():
-    sizes = [int(a) for a in sys.argv[1:]] or [256]
+    verify_gzip = "--verify-gzip" in sys.argv[1:]
+    sizes = [int(a) for a in sys.argv[1:] if a != "--verify-gzip"] or [256]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "gcs").mkdir()
@@ -162,7 +165,7 @@ def main():
             for bucket in ("trig", "out"):
                 requests.post(f"http://{HOST}/storage/v1/b", json={"name": bucket}).raise_for_status()
             for mib in sizes:
-                measure(mib, work, verify_gzip=False)
+                measure(mib, work, verify_gzip)
         finally:
             emulator.terminate()
             emulator.wait()
