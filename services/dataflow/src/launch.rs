@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use google_cloud_storage::client::Storage;
 use serde::{Deserialize, Serialize};
+use sigma_shared::events::{Event, EventType, Events};
 use sigma_shared::storage::{self, StorageError};
 use sigma_shared::{BucketName, Generation, ObjectName, ObjectRef};
 
@@ -29,6 +30,7 @@ pub struct Launcher {
     pub site: Site,
     pub storage: Storage,
     pub dataflow: Dataflow,
+    pub events: Events,
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,6 +216,30 @@ impl Launcher {
         plan.project = record.project;
         plan.region = record.region;
         Ok(self.answer(&plan, &job, true))
+    }
+
+    /// Reports a launch or an adoption on the events topic (when one is configured).
+    pub fn publish(&self, request: &LaunchRequest, launched: &Launched) {
+        let event_type = if launched.adopted {
+            EventType::Adopted
+        } else {
+            EventType::Launched
+        };
+        self.events.publish(
+            Event::new(
+                event_type,
+                ObjectRef::new(request.bucket.clone(), request.name.clone()),
+            )
+            .generation(launched.generation)
+            .entity(&launched.entity)
+            .detail(serde_json::json!({
+                "job_id": launched.job_id,
+                "job_name": launched.job_name,
+                "region": launched.region,
+                "config_uri": launched.config_uri,
+                "dataform_table": launched.dataform_table,
+            })),
+        );
     }
 
     fn answer(&self, plan: &LaunchPlan, job: &Job, adopted: bool) -> Launched {

@@ -12,6 +12,7 @@ async fn main() -> anyhow::Result<()> {
     let credentials = google_cloud_auth::credentials::Builder::default()
         .with_scopes([dataflow::SCOPE])
         .build_access_token_credentials()?;
+    let events = sigma_shared::events::Events::from_env().await?;
     let launcher = Launcher {
         registry: Arc::new(config.registry),
         site: config.site,
@@ -21,8 +22,10 @@ async fn main() -> anyhow::Result<()> {
             credentials,
             config.dataflow_timeout,
         ),
+        events: events.clone(),
     };
     let listener = sigma_shared::server::bind_from_env().await?;
     sigma_shared::server::serve(listener, app(launcher)).await?;
+    events.flush().await;
     Ok(())
 }

@@ -28,7 +28,9 @@ async fn launch(
     if request.dry_run {
         return Ok(Json(launcher.dry_run(&request).await?).into_response());
     }
-    Ok(Json(launcher.launch(&request).await?).into_response())
+    let launched = launcher.launch(&request).await?;
+    launcher.publish(&request, &launched);
+    Ok(Json(launched).into_response())
 }
 
 #[derive(Debug, Deserialize)]

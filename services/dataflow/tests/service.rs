@@ -12,17 +12,21 @@ use sigma_dataflow::{Launcher, app};
 use sigma_fakes::dataflow::{FakeDataflow, Method};
 use sigma_fakes::gcs::FakeGcs;
 use sigma_fakes::metadata::FakeMetadata;
+use sigma_fakes::pubsub::FakePubsub;
+use sigma_shared::events::Events;
 
 const EXAMPLE: &str = include_str!("../../../examples/pipelines.yaml");
 const OUTPUT: &str = "company_output_bucket";
 const CONFIGS: &str = "company_config_bucket";
 const PROJECT: &str = "company-data-prod";
 const REGION: &str = "europe-west1";
+const TOPIC: &str = "projects/company-data-prod/topics/sigma-events";
 
 struct Stack {
     gcs: FakeGcs,
     dataflow: FakeDataflow,
     metadata: FakeMetadata,
+    pubsub: FakePubsub,
     url: String,
     http: reqwest::Client,
 }
@@ -49,6 +53,10 @@ impl Stack {
             .with_scopes([dataflow::SCOPE])
             .build_access_token_credentials()
             .unwrap();
+        let pubsub = FakePubsub::start(&[TOPIC]).await.unwrap();
+        let events = Events::connect(Some(TOPIC.parse().unwrap()), Some(pubsub.emulator_host()))
+            .await
+            .unwrap();
         let registry = Registry::parse(yaml).unwrap();
         let site = Site::resolve(&registry.site, SiteDefaults::default()).unwrap();
         let launcher = Launcher {
@@ -60,12 +68,14 @@ impl Stack {
                 credentials,
                 std::time::Duration::from_secs(10),
             ),
+            events,
         };
         let addr = sigma_shared::server::spawn(app(launcher)).await.unwrap();
         Self {
             gcs,
             dataflow: dataflow_fake,
             metadata,
+            pubsub,
             url: format!("http://{addr}"),
             http: reqwest::Client::new(),
         }
@@ -743,4 +753,38 @@ async fn a_config_describing_a_newer_upload_is_never_replaced_and_an_identical_o
     let stored: Value =
         serde_json::from_slice(&gcs.get(CONFIGS, config).await.unwrap().unwrap()).unwrap();
     assert_eq!(stored["source"]["generation"], "9");
+}
+
+#[tokio::test]
+async fn a_launch_and_a_duplicate_delivery_publish_launched_then_adopted() {
+    let stack = Stack::start().await;
+    let generation = stack.upload("data/20240115/lkp_fechas.gz").await;
+    let body = request("data/20240115/lkp_fechas.gz", generation);
+    let (status, first) = stack.launch(body.clone()).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, _) = stack.launch(body).await;
+    assert_eq!(status, 200);
+    let (status, _) = stack
+        .launch(json!({"bucket": OUTPUT, "name": "data/20240115/unknown.gz"}))
+        .await;
+    assert_eq!(status, 422);
+
+    let mut messages = stack.pubsub.messages();
+    for _ in 0..100 {
+        if messages.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        messages = stack.pubsub.messages();
+    }
+    let types: Vec<&str> = messages
+        .iter()
+        .map(|m| m.attributes["event_type"].as_str())
+        .collect();
+    assert_eq!(types, ["sigma.dataflow.launched", "sigma.dataflow.adopted"]);
+    let event = messages[0].json().unwrap();
+    assert_eq!(event["entity"], "lkp_fechas");
+    assert_eq!(event["generation"], generation.to_string());
+    assert_eq!(event["detail"]["job_id"], first["job_id"]);
+    assert_eq!(messages[0].attributes["entity"], "lkp_fechas");
 }
