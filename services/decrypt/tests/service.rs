@@ -466,3 +466,66 @@ async fn an_older_upload_arriving_after_a_newer_one_never_overwrites_its_output(
         gzip(b"newer")
     );
 }
+
+#[tokio::test]
+async fn written_outputs_and_refused_files_are_published_as_events_and_skips_are_not() {
+    const TOPIC: &str = "projects/p/topics/sigma-events";
+    let pubsub = sigma_fakes::pubsub::FakePubsub::start(&[TOPIC])
+        .await
+        .unwrap();
+    let events = sigma_shared::events::Events::connect(
+        Some(TOPIC.parse().unwrap()),
+        Some(pubsub.emulator_host()),
+    )
+    .await
+    .unwrap();
+    let key = Key::generate();
+    let gcs = sigma_fakes::gcs::FakeGcs::start(&[TRIGGER, OUTPUT])
+        .await
+        .unwrap();
+    let service = Service::start_with_events(gcs, config(&[&key]), events).await;
+    let generation = service
+        .gcs
+        .put(TRIGGER, SOURCE_NAME, token(&key, &gzip(b"event")))
+        .await
+        .unwrap();
+    service
+        .gcs
+        .put(
+            TRIGGER,
+            "data/bad.gz.encrypted",
+            token(&Key::generate(), &gzip(b"x")),
+        )
+        .await
+        .unwrap();
+
+    let (_, written) = service.decrypt(SOURCE_NAME).await;
+    service.decrypt(SOURCE_NAME).await;
+    service.decrypt("data/bad.gz.encrypted").await;
+
+    let mut messages = pubsub.messages();
+    for _ in 0..100 {
+        if messages.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        messages = pubsub.messages();
+    }
+    let types: Vec<&str> = messages
+        .iter()
+        .map(|m| m.attributes["event_type"].as_str())
+        .collect();
+    assert_eq!(types, ["sigma.decrypt.decrypted", "sigma.decrypt.rejected"]);
+    let decrypted = messages[0].json().unwrap();
+    assert_eq!(decrypted["object"], format!("gs://{TRIGGER}/{SOURCE_NAME}"));
+    assert_eq!(decrypted["generation"], generation.to_string());
+    assert_eq!(
+        decrypted["detail"]["output"],
+        format!("gs://{OUTPUT}/{OUTPUT_NAME}")
+    );
+    assert_eq!(decrypted["detail"]["generation"], written["generation"]);
+    let rejected = messages[1].json().unwrap();
+    assert_eq!(rejected["detail"]["code"], "invalid_token");
+    let text = String::from_utf8_lossy(&messages[1].data);
+    assert!(!text.contains(&key.to_base64()), "{text}");
+}

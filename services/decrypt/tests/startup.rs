@@ -11,6 +11,7 @@ use sigma_decrypt::fernet::Key;
 use sigma_decrypt::keys::KeySource;
 use sigma_fakes::gcs::FakeGcs;
 use sigma_fakes::secretmanager::FakeSecretManager;
+use sigma_shared::events::Events;
 
 fn from_secret(version: &str, secrets: &FakeSecretManager) -> KeySource {
     KeySource::Secret {
@@ -30,7 +31,7 @@ async fn keys_from_a_secret_version_decrypt_tokens_of_every_key_in_it() {
     let mut config = config(&[&newest]);
     config.keys = from_secret(&version, &secrets);
     let gcs = FakeGcs::start(&[TRIGGER, OUTPUT]).await.unwrap();
-    let app = sigma_decrypt::app::build(config, storage(&gcs).await)
+    let app = sigma_decrypt::app::build(config, storage(&gcs).await, Events::disabled())
         .await
         .unwrap();
     let address = sigma_shared::server::spawn(app).await.unwrap();

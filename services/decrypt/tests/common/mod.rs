@@ -17,6 +17,7 @@ use sigma_decrypt::config::Config;
 use sigma_decrypt::fernet::{Key, KeyRing, encrypt_at};
 use sigma_decrypt::keys::KeySource;
 use sigma_fakes::gcs::FakeGcs;
+use sigma_shared::events::Events;
 
 pub const TRIGGER: &str = "company_trigger_bucket";
 pub const OUTPUT: &str = "company_output_bucket";
@@ -59,9 +60,13 @@ impl Service {
     }
 
     pub async fn start_on(gcs: FakeGcs, config: Config) -> Self {
+        Self::start_with_events(gcs, config, Events::disabled()).await
+    }
+
+    pub async fn start_with_events(gcs: FakeGcs, config: Config, events: Events) -> Self {
         let keys = config.keys.clone().load().await.unwrap();
-        let app = app::app(AppState::new(config, storage(&gcs).await, keys));
-        let address = sigma_shared::server::spawn(app).await.unwrap();
+        let state = AppState::new(config, storage(&gcs).await, keys).with_events(events);
+        let address = sigma_shared::server::spawn(app::app(state)).await.unwrap();
         Self {
             gcs,
             address,
