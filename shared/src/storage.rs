@@ -7,11 +7,15 @@
 
 use std::collections::HashMap;
 
+use std::time::Duration;
+
 use axum::http::StatusCode;
 use bytes::Bytes;
+use google_cloud_gax::retry_policy::RetryPolicyExt;
 use google_cloud_storage::client::Storage;
 use google_cloud_storage::model::Object;
 use google_cloud_storage::model_ext::{ObjectHighlights, ReadRange};
+use google_cloud_storage::retry_policy::RetryableErrors;
 use google_cloud_storage::streaming_source::{Payload, StreamingSource};
 
 use crate::config::{self, ConfigError};
@@ -24,6 +28,11 @@ pub use google_cloud_storage::read_object::ReadObjectResponse;
 /// Set to `http://HOST[:PORT]` to talk to an emulator with anonymous credentials, the same
 /// variable the gcloud tools and other client libraries honour.
 pub const EMULATOR_VAR: &str = "STORAGE_EMULATOR_HOST";
+
+/// How long one call keeps retrying transient failures. The client's default (300 s) holds
+/// a request open through an outage; sigma's callers (the workflow) retry 503s with backoff
+/// themselves, so a minute of retrying and then a 503 serves them better.
+const RETRY_LIMIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -84,7 +93,8 @@ pub type Result<T> = std::result::Result<T, StorageError>;
 /// Builds the client: the emulator with anonymous credentials when [`EMULATOR_VAR`] is set,
 /// Application Default Credentials (the metadata server on Cloud Run) otherwise.
 pub async fn client() -> std::result::Result<Storage, ConfigError> {
-    let builder = Storage::builder();
+    let builder =
+        Storage::builder().with_retry_policy(RetryableErrors.with_time_limit(RETRY_LIMIT));
     let builder = match config::optional(EMULATOR_VAR) {
         Some(endpoint) => {
             if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {

@@ -229,7 +229,7 @@ impl<R: Read> Scanner<R> {
         }
         let len = self.pending.len();
         let skip = if self.released == 0 { HEADER } else { 0 };
-        if (len - skip - TAG) % BLOCK != 0 {
+        if !(len - skip - TAG).is_multiple_of(BLOCK) {
             return Err(TokenError::Length);
         }
         let mut tag = [0; TAG];
