@@ -114,25 +114,29 @@ impl Serialize for EventType {
 pub struct Event {
     event_type: EventType,
     service: &'static str,
-    #[serde(serialize_with = "serialize_display")]
-    object: ObjectRef,
+    #[serde(serialize_with = "serialize_uri")]
+    object: Option<ObjectRef>,
     generation: Option<Generation>,
     entity: Option<String>,
     time: DateTime<Utc>,
     detail: serde_json::Value,
 }
 
-fn serialize_display<T: fmt::Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(value)
+fn serialize_uri<S: Serializer>(object: &Option<ObjectRef>, s: S) -> Result<S::Ok, S::Error> {
+    match object {
+        Some(object) => s.collect_str(object),
+        None => s.serialize_none(),
+    }
 }
 
 impl Event {
-    /// An event about `object` (the object the outcome concerns), timed now.
-    pub fn new(event_type: EventType, object: ObjectRef) -> Self {
+    /// An event about `object` (the object the outcome concerns), timed now. An outcome may
+    /// concern no object: a Dataform invocation asked for by table name alone.
+    pub fn new(event_type: EventType, object: impl Into<Option<ObjectRef>>) -> Self {
         Self {
             event_type,
             service: event_type.service(),
-            object,
+            object: object.into(),
             generation: None,
             entity: None,
             time: Utc::now(),
@@ -161,7 +165,7 @@ impl Event {
     fn attributes(&self) -> HashMap<String, String> {
         [
             ("event_type", Some(self.event_type.as_str().to_owned())),
-            ("object", Some(self.object.to_string())),
+            ("object", self.object.as_ref().map(ObjectRef::to_string)),
             ("generation", self.generation.map(|g| g.to_string())),
             ("entity", self.entity.clone()),
         ]
@@ -427,6 +431,17 @@ mod tests {
                 ),
             ])
         );
+    }
+
+    #[test]
+    fn an_event_about_no_object_has_a_null_object_and_no_object_attribute() {
+        let event = Event::new(EventType::Skipped, None).entity("lkp_fechas");
+        assert_eq!(
+            serde_json::to_value(&event).unwrap()["object"],
+            serde_json::Value::Null
+        );
+        assert!(!event.attributes().contains_key("object"));
+        assert_eq!(event.attributes()["entity"], "lkp_fechas");
     }
 
     #[test]

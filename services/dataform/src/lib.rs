@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use sigma_shared::config::ConfigError;
+use sigma_shared::events::Events;
 
 use crate::api::DataformApi;
 use crate::config::{Config, GraphOrigin};
@@ -31,6 +32,7 @@ pub struct AppState {
     /// Present when the graph comes from the API: only then can invocations be created.
     pub api: Option<Arc<DataformApi>>,
     pub ledger: Ledger,
+    pub events: Events,
 }
 
 impl AppState {
@@ -60,7 +62,13 @@ impl AppState {
             source: GraphSource::new(origin, config.ttl),
             api,
             ledger,
+            events: Events::disabled(),
         })
+    }
+
+    /// Publishes invocations created and skipped on these events.
+    pub fn with_events(self, events: Events) -> Self {
+        Self { events, ..self }
     }
 }
 

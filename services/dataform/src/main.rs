@@ -8,7 +8,8 @@ use sigma_shared::HttpError;
 async fn main() -> anyhow::Result<()> {
     sigma_shared::telemetry::init();
     let config = Config::from_env()?;
-    let state = AppState::new(config).await?;
+    let events = sigma_shared::events::Events::from_env().await?;
+    let state = AppState::new(config).await?.with_events(events.clone());
     // Load (or compile) once before serving, so that a broken graph or project stops the
     // revision at start-up; a transient failure only delays loading to the first request.
     if let Err(error) = state.source.current().await {
@@ -19,5 +20,6 @@ async fn main() -> anyhow::Result<()> {
     }
     let listener = sigma_shared::server::bind_from_env().await?;
     sigma_shared::server::serve(listener, app(Arc::new(state))).await?;
+    events.flush().await;
     Ok(())
 }

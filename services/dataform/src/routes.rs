@@ -6,8 +6,9 @@ use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use sigma_shared::events::{Event, EventType};
 use sigma_shared::extract::JsonBody;
-use sigma_shared::{BucketName, Generation, ObjectName};
+use sigma_shared::{BucketName, Generation, ObjectName, ObjectRef};
 
 use crate::AppState;
 use crate::closure::{ActionView, Report, closure};
@@ -155,6 +156,9 @@ async fn invoke(
     };
     // An invocation without targets runs the whole project: never create one.
     if response.skipped || request.dry_run {
+        if response.skipped && !request.dry_run {
+            publish(&state, EventType::Skipped, &request, &response);
+        }
         return Ok(Json(response));
     }
     let (Some(api), Some(compilation)) = (&state.api, &snapshot.compilation) else {
@@ -207,7 +211,35 @@ async fn invoke(
     }
     response.invocation = Some(created.name);
     response.state = Some(created.state);
+    publish(&state, EventType::Invoked, &request, &response);
     Ok(Json(response))
+}
+
+/// Reports an invocation created, or one not needed, for the loaded object when the caller
+/// named it; replays publish nothing, their first delivery did.
+fn publish(
+    state: &AppState,
+    event_type: EventType,
+    request: &InvokeRequest,
+    response: &InvokeResponse,
+) {
+    let t = &request.table;
+    let object = t
+        .bucket
+        .clone()
+        .zip(t.name.clone())
+        .map(|(bucket, name)| ObjectRef::new(bucket, name));
+    state.events.publish(
+        Event::new(event_type, object)
+            .generation(t.generation)
+            .entity(&response.source.name)
+            .detail(serde_json::json!({
+                "table": response.source,
+                "invocation": response.invocation,
+                "compilation_result": response.compilation_result,
+                "actions": response.count,
+            })),
+    );
 }
 
 fn invocation_id_ok(id: &str) -> bool {

@@ -378,3 +378,68 @@ fn the_fake_converts_a_compiled_graph_into_the_apis_shape() {
         summary(sample["compilationResultActions"].as_array().unwrap())
     );
 }
+
+#[tokio::test]
+async fn invocations_created_and_skipped_are_published_once_and_replays_are_not() {
+    const TOPIC: &str = "projects/acme-dwh-prod/topics/sigma-events";
+    let fake = FakeDataform::start(&compiled("sample_v3.compiled.json"))
+        .await
+        .unwrap();
+    let pubsub = sigma_fakes::pubsub::FakePubsub::start(&[TOPIC])
+        .await
+        .unwrap();
+    let events = sigma_shared::events::Events::connect(
+        Some(TOPIC.parse().unwrap()),
+        Some(pubsub.emulator_host()),
+    )
+    .await
+    .unwrap();
+    let state = AppState::new(config(&fake))
+        .await
+        .unwrap()
+        .with_events(events);
+    let base = format!(
+        "http://{}",
+        sigma_shared::server::spawn(app(Arc::new(state)))
+            .await
+            .unwrap()
+    );
+    let loaded = json!({
+        "table": "lkp_fechas",
+        "bucket": "company_output_bucket",
+        "name": "data/20240115/lkp_fechas.gz",
+        "generation": "17",
+        "idempotency_key": "company_trigger_bucket/data/20240115/lkp_fechas.gz.encrypted/16",
+    });
+    let (status, created) = post(&base, "/invoke", loaded.clone()).await;
+    assert_eq!(status, 200, "{created}");
+    let (status, replay) = post(&base, "/invoke", loaded).await;
+    assert_eq!((status, &replay["replayed"]), (200, &json!(true)));
+    let (status, _) = post(&base, "/invoke", json!({"table": "productos"})).await;
+    assert_eq!(status, 200);
+
+    let mut messages = pubsub.messages();
+    for _ in 0..100 {
+        if messages.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        messages = pubsub.messages();
+    }
+    let types: Vec<&str> = messages
+        .iter()
+        .map(|m| m.attributes["event_type"].as_str())
+        .collect();
+    assert_eq!(types, ["sigma.dataform.invoked", "sigma.dataform.skipped"]);
+    let invoked = messages[0].json().unwrap();
+    assert_eq!(
+        invoked["object"],
+        "gs://company_output_bucket/data/20240115/lkp_fechas.gz"
+    );
+    assert_eq!(invoked["generation"], "17");
+    assert_eq!(invoked["entity"], "lkp_fechas");
+    assert_eq!(invoked["detail"]["invocation"], created["invocation"]);
+    let skipped = messages[1].json().unwrap();
+    assert_eq!(skipped["object"], Value::Null);
+    assert!(!messages[1].attributes.contains_key("object"));
+}
