@@ -17,10 +17,12 @@ use tempfile::NamedTempFile;
 
 const STDIO: &str = "-";
 
+/// Keys on the command line or, better, in `FERNET_KEYS`, which keeps them out of the
+/// process list.
 #[derive(Args)]
-pub struct DecryptArgs {
-    /// A Fernet key; repeat for rotation, newest first. Defaults to $FERNET_KEYS (comma-separated),
-    /// which keeps keys out of the process list
+pub struct Keys {
+    /// A Fernet key; repeat for rotation, newest first (encrypt uses the first, as
+    /// MultiFernet does). Defaults to $FERNET_KEYS (comma-separated)
     #[arg(
         long = "key",
         value_name = "KEY",
@@ -30,6 +32,12 @@ pub struct DecryptArgs {
         required = true
     )]
     keys: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct DecryptArgs {
+    #[command(flatten)]
+    keys: Keys,
     /// Refuse tokens older than this many seconds (Python's TTL rule, with 60 s of clock skew)
     #[arg(long, value_name = "SECONDS")]
     ttl: Option<u64>,
@@ -41,16 +49,8 @@ pub struct DecryptArgs {
 
 #[derive(Args)]
 pub struct EncryptArgs {
-    /// The Fernet key (the first of $FERNET_KEYS when omitted, as MultiFernet encrypts)
-    #[arg(
-        long = "key",
-        value_name = "KEY",
-        env = "FERNET_KEYS",
-        value_delimiter = ',',
-        hide_env_values = true,
-        required = true
-    )]
-    keys: Vec<String>,
+    #[command(flatten)]
+    keys: Keys,
     /// The file to encrypt, or - for stdin
     input: PathBuf,
     /// Where the token goes, or - for stdout
@@ -63,7 +63,7 @@ pub fn keygen() -> anyhow::Result<()> {
 }
 
 pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
-    let key: Key = args.keys[0].parse().context("--key")?;
+    let key: Key = args.keys.keys[0].parse().context("--key")?;
     let input = open_once(&args.input)?;
     let bar = progress(&args.input);
     let mut output = Output::beside(&args.output)?;
@@ -74,7 +74,7 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
 }
 
 pub fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
-    let keys = KeyRing::parse(&args.keys.join(",")).context("--key")?;
+    let keys = KeyRing::parse(&args.keys.keys.join(",")).context("--key")?;
     let decryptor = Decryptor::new(keys).with_ttl(args.ttl.map(Duration::from_secs));
     let source = Source::new(&args.input, decryptor_needs_rereads(&args))?;
     let bar = progress(&args.input);
@@ -93,7 +93,7 @@ pub fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
 
 /// Several keys may need several passes, which stdin cannot give.
 fn decryptor_needs_rereads(args: &DecryptArgs) -> bool {
-    args.keys.len() > 1
+    args.keys.keys.len() > 1
 }
 
 /// Where the token is read from, as many times as the decryptor asks.

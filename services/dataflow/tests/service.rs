@@ -769,14 +769,7 @@ async fn a_launch_and_a_duplicate_delivery_publish_launched_then_adopted() {
         .await;
     assert_eq!(status, 422);
 
-    let mut messages = stack.pubsub.messages();
-    for _ in 0..100 {
-        if messages.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        messages = stack.pubsub.messages();
-    }
+    let messages = stack.pubsub.wait_for(2).await;
     let types: Vec<&str> = messages
         .iter()
         .map(|m| m.attributes["event_type"].as_str())

@@ -418,14 +418,7 @@ async fn invocations_created_and_skipped_are_published_once_and_replays_are_not(
     let (status, _) = post(&base, "/invoke", json!({"table": "productos"})).await;
     assert_eq!(status, 200);
 
-    let mut messages = pubsub.messages();
-    for _ in 0..100 {
-        if messages.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        messages = pubsub.messages();
-    }
+    let messages = pubsub.wait_for(2).await;
     let types: Vec<&str> = messages
         .iter()
         .map(|m| m.attributes["event_type"].as_str())

@@ -503,14 +503,7 @@ async fn written_outputs_and_refused_files_are_published_as_events_and_skips_are
     service.decrypt(SOURCE_NAME).await;
     service.decrypt("data/bad.gz.encrypted").await;
 
-    let mut messages = pubsub.messages();
-    for _ in 0..100 {
-        if messages.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        messages = pubsub.messages();
-    }
+    let messages = pubsub.wait_for(2).await;
     let types: Vec<&str> = messages
         .iter()
         .map(|m| m.attributes["event_type"].as_str())

@@ -334,6 +334,19 @@ impl FakePubsub {
         self.shared.received.lock().unwrap().clone()
     }
 
+    /// The messages once at least `count` have arrived, or whatever arrived within five
+    /// seconds: services publish in the background, after answering the request.
+    pub async fn wait_for(&self, count: usize) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let messages = self.messages();
+            if messages.len() >= count || tokio::time::Instant::now() >= deadline {
+                return messages;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Makes the next `times` Publish calls (either format) fail with `code`.
     pub fn fail_next(&self, code: Code, times: usize) {
         self.shared
