@@ -12,11 +12,7 @@ async fn a_token_becomes_its_gzip_bytes_in_the_output_bucket_with_its_source_rec
     let key = Key::generate();
     let service = Service::start(config(&[&key])).await;
     let plaintext = gzip(b"fecha;dia\n2024-01-15;lunes\n");
-    let source_generation = service
-        .gcs
-        .put(TRIGGER, SOURCE_NAME, token(&key, &plaintext))
-        .await
-        .unwrap();
+    let source_generation = service.upload(token(&key, &plaintext)).await;
 
     let (status, body) = service.decrypt(SOURCE_NAME).await;
 
@@ -56,11 +52,7 @@ async fn a_token_larger_than_the_upload_buffers_streams_through_exactly() {
     let service = Service::start(config(&[&key])).await;
     // Past the client's 16 MiB resumable threshold and several 8 MiB upload chunks.
     let plaintext = gzip(&noise(20 * 1024 * 1024 + 12345));
-    service
-        .gcs
-        .put(TRIGGER, SOURCE_NAME, token(&key, &plaintext))
-        .await
-        .unwrap();
+    service.upload(token(&key, &plaintext)).await;
 
     let (status, body) = service.decrypt(SOURCE_NAME).await;
 
@@ -77,7 +69,7 @@ async fn a_large_token_altered_near_its_end_leaves_no_partial_object() {
     // Alter a ciphertext character well past the upload chunks already sent when it is read.
     let at = token.len() - 100;
     token[at] = if token[at] == b'A' { b'B' } else { b'A' };
-    service.gcs.put(TRIGGER, SOURCE_NAME, token).await.unwrap();
+    service.upload(token).await;
 
     let answer = service.decrypt(SOURCE_NAME).await;
 
@@ -144,11 +136,7 @@ async fn tokens_of_an_older_key_in_the_ring_are_decrypted() {
     let (newest, older) = (Key::generate(), Key::generate());
     let service = Service::start(config(&[&newest, &older])).await;
     let plaintext = gzip(&noise(3 * 1024 * 1024));
-    service
-        .gcs
-        .put(TRIGGER, SOURCE_NAME, token(&older, &plaintext))
-        .await
-        .unwrap();
+    service.upload(token(&older, &plaintext)).await;
 
     let (status, body) = service.decrypt(SOURCE_NAME).await;
 
@@ -185,21 +173,13 @@ async fn with_verify_gzip_a_gzip_stream_with_a_bad_crc_is_refused_and_without_it
     let mut verifying = config(&[&key]);
     verifying.verify_gzip = true;
     let service = Service::start(verifying).await;
-    service
-        .gcs
-        .put(TRIGGER, SOURCE_NAME, token(&key, &broken))
-        .await
-        .unwrap();
+    service.upload(token(&key, &broken)).await;
 
     let answer = service.decrypt(SOURCE_NAME).await;
     service.assert_refused(answer, 422, "corrupt_gzip").await;
 
     let header_only = Service::start(config(&[&key])).await;
-    header_only
-        .gcs
-        .put(TRIGGER, SOURCE_NAME, token(&key, &broken))
-        .await
-        .unwrap();
+    header_only.upload(token(&key, &broken)).await;
     let (status, body) = header_only.decrypt(SOURCE_NAME).await;
     assert_eq!(status, 200, "{body}");
     assert!(
@@ -217,11 +197,7 @@ async fn with_verify_gzip_a_gzip_stream_with_a_bad_crc_is_refused_and_without_it
 async fn a_repeated_request_for_the_same_upload_writes_nothing_and_answers_skipped() {
     let key = Key::generate();
     let service = Service::start(config(&[&key])).await;
-    service
-        .gcs
-        .put(TRIGGER, SOURCE_NAME, token(&key, &gzip(b"once")))
-        .await
-        .unwrap();
+    service.upload(token(&key, &gzip(b"once"))).await;
     let (_, first) = service.decrypt(SOURCE_NAME).await;
 
     let (status, again) = service.decrypt(SOURCE_NAME).await;
@@ -247,18 +223,10 @@ async fn a_repeated_request_for_the_same_upload_writes_nothing_and_answers_skipp
 async fn a_new_upload_of_the_same_name_replaces_the_output() {
     let key = Key::generate();
     let service = Service::start(config(&[&key])).await;
-    service
-        .gcs
-        .put(TRIGGER, SOURCE_NAME, token(&key, &gzip(b"monday")))
-        .await
-        .unwrap();
+    service.upload(token(&key, &gzip(b"monday"))).await;
     let (_, first) = service.decrypt(SOURCE_NAME).await;
     let second_plaintext = gzip(b"tuesday");
-    let second_generation = service
-        .gcs
-        .put(TRIGGER, SOURCE_NAME, token(&key, &second_plaintext))
-        .await
-        .unwrap();
+    let second_generation = service.upload(token(&key, &second_plaintext)).await;
 
     let (status, second) = service.decrypt(SOURCE_NAME).await;
 
@@ -310,11 +278,7 @@ async fn concurrent_duplicate_requests_write_the_output_once() {
 async fn a_pinned_generation_is_read_and_a_generation_that_does_not_exist_is_404() {
     let key = Key::generate();
     let service = Service::start(config(&[&key])).await;
-    let generation = service
-        .gcs
-        .put(TRIGGER, SOURCE_NAME, token(&key, &gzip(b"pinned")))
-        .await
-        .unwrap();
+    let generation = service.upload(token(&key, &gzip(b"pinned"))).await;
 
     let missing = service.post(json!({"bucket": TRIGGER, "name": SOURCE_NAME, "generation": (generation + 1).to_string()})).await;
     service
@@ -332,11 +296,7 @@ async fn a_pinned_generation_is_read_and_a_generation_that_does_not_exist_is_404
 async fn cloud_event_data_is_accepted_as_the_request_body() {
     let key = Key::generate();
     let service = Service::start(config(&[&key])).await;
-    let generation = service
-        .gcs
-        .put(TRIGGER, SOURCE_NAME, token(&key, &gzip(b"event")))
-        .await
-        .unwrap();
+    let generation = service.upload(token(&key, &gzip(b"event"))).await;
     let event_data = json!({
         "kind": "storage#object", "id": format!("{TRIGGER}/{SOURCE_NAME}/{generation}"),
         "bucket": TRIGGER, "name": SOURCE_NAME, "generation": generation.to_string(),
@@ -400,11 +360,7 @@ async fn objects_over_max_object_bytes_are_refused_while_streaming_when_their_si
     config.max_object_bytes = Some(100_000);
     let service = Service::start(config).await;
     // No size in the request, and the emulator reports none: only counting can catch it.
-    service
-        .gcs
-        .put(TRIGGER, SOURCE_NAME, token(&key, &gzip(&noise(200_000))))
-        .await
-        .unwrap();
+    service.upload(token(&key, &gzip(&noise(200_000)))).await;
 
     let answer = service.decrypt(SOURCE_NAME).await;
 
@@ -439,16 +395,8 @@ async fn an_older_upload_arriving_after_a_newer_one_never_overwrites_its_output(
         .error_for_status()
         .unwrap();
     let service = Service::start_on(gcs, config(&[&key])).await;
-    let older = service
-        .gcs
-        .put(TRIGGER, SOURCE_NAME, token(&key, &gzip(b"older")))
-        .await
-        .unwrap();
-    let newer = service
-        .gcs
-        .put(TRIGGER, SOURCE_NAME, token(&key, &gzip(b"newer")))
-        .await
-        .unwrap();
+    let older = service.upload(token(&key, &gzip(b"older"))).await;
+    let newer = service.upload(token(&key, &gzip(b"newer"))).await;
     let (status, body) = service
         .post(json!({"bucket": TRIGGER, "name": SOURCE_NAME, "generation": newer}))
         .await;
@@ -484,11 +432,7 @@ async fn written_outputs_and_refused_files_are_published_as_events_and_skips_are
         .await
         .unwrap();
     let service = Service::start_with_events(gcs, config(&[&key]), events).await;
-    let generation = service
-        .gcs
-        .put(TRIGGER, SOURCE_NAME, token(&key, &gzip(b"event")))
-        .await
-        .unwrap();
+    let generation = service.upload(token(&key, &gzip(b"event"))).await;
     service
         .gcs
         .put(

@@ -92,6 +92,11 @@ impl Service {
         self.post_raw(body.to_string()).await
     }
 
+    /// Uploads `token` as the source object and returns its generation.
+    pub async fn upload(&self, token: Vec<u8>) -> i64 {
+        self.gcs.put(TRIGGER, SOURCE_NAME, token).await.unwrap()
+    }
+
     pub async fn decrypt(&self, name: &str) -> (u16, serde_json::Value) {
         self.post(serde_json::json!({"bucket": TRIGGER, "name": name}))
             .await
