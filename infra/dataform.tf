@@ -13,11 +13,9 @@ resource "google_dataform_repository_iam_member" "dataform_invokes" {
   member     = local.members.dataform
 }
 
-# In strict act-as mode an invocation runs as the repository's custom service account, and its
-# creator must be allowed to act as that account.
+# Strict act-as, which Dataform enforces for every repository: an invocation runs as the service
+# account it names, and its creator must be allowed to act as that account.
 resource "google_service_account_iam_member" "dataform_acts_as_runner" {
-  count = var.dataform_service_account == null ? 0 : 1
-
   service_account_id = "projects/${var.project_id}/serviceAccounts/${var.dataform_service_account}"
   role               = "roles/iam.serviceAccountUser"
   member             = local.members.dataform

@@ -19,7 +19,7 @@ locals {
       decrypt_writes_output = { bucket = "output", role = "roles/storage.objectUser", member = local.members.decrypt }
       dataflow_reads_output = { bucket = "output", role = "roles/storage.objectViewer", member = local.members.dataflow }
       dataflow_uses_config  = { bucket = "config", role = "roles/storage.objectUser", member = local.members.dataflow }
-      dataform_uses_config  = { bucket = "config", role = "roles/storage.objectUser", member = local.members.dataform }
+      dataform_uses_state   = { bucket = "dataform-state", role = "roles/storage.objectUser", member = local.members.dataform }
       worker_reads_output   = { bucket = "output", role = "roles/storage.objectViewer", member = local.members.dataflow_worker }
       worker_reads_config   = { bucket = "config", role = "roles/storage.objectViewer", member = local.members.dataflow_worker }
       worker_uses_temp      = { bucket = "dataflow-temp", role = "roles/storage.objectAdmin", member = local.members.dataflow_worker }
@@ -31,11 +31,12 @@ locals {
   )
 
   bucket_names = {
-    trigger         = google_storage_bucket.data["trigger"].name
-    output          = google_storage_bucket.data["output"].name
-    config          = google_storage_bucket.data["config"].name
-    "dataflow-temp" = google_storage_bucket.dataflow_temp.name
-    templates       = var.dataflow_template_bucket
+    trigger          = google_storage_bucket.data["trigger"].name
+    output           = google_storage_bucket.data["output"].name
+    config           = google_storage_bucket.data["config"].name
+    "dataform-state" = google_storage_bucket.data["dataform-state"].name
+    "dataflow-temp"  = google_storage_bucket.dataflow_temp.name
+    templates        = var.dataflow_template_bucket
   }
 
   project_grants = {

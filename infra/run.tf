@@ -6,6 +6,17 @@
 # concurrent requests. Its request timeout (decrypt_timeout_seconds) covers multi-GiB objects at
 # Cloud Storage streaming rates. sigma-dataflow and sigma-dataform only make short control-plane
 # calls: the workflow polls them, so they never hold a request open for long.
+#
+# Start-up: each service loads its inputs before it answers /healthz, and the startup probe
+# allows startup_seconds for it. sigma-dataform compiles the Dataform repository first, which
+# takes minutes on a large project (30-50 s at about 6,000 tables, slower since core 3.0.69): it
+# gets the 240 s Cloud Run allows. The others load a key list or a registry, which is quick.
+#
+# CPU is always allocated (cpu_idle = false, instance-based billing) for all three: each one
+# publishes pipeline events in the background, after its response (README, "Pipeline events").
+# With cpu_idle = true, Cloud Run throttles the CPU as soon as the response is sent, so an event
+# would wait for the instance's next request, and be lost if the instance is shut down first.
+# Keeping CPU on costs an idle instance's CPU until Cloud Run scales it in (min instances stay 0).
 locals {
   services = {
     decrypt = {
@@ -13,6 +24,8 @@ locals {
       memory      = "1Gi"
       concurrency = 4
       timeout     = "${var.decrypt_timeout_seconds}s"
+      # Startup seconds: reading the keys from Secret Manager.
+      startup_seconds = 30
       env = merge(
         {
           OUTPUT_BUCKET      = google_storage_bucket.data["output"].name
@@ -29,6 +42,8 @@ locals {
       memory      = "512Mi"
       concurrency = 20
       timeout     = "300s"
+      # Reading and checking the pipeline registry.
+      startup_seconds = 30
       env = {
         PIPELINES       = local.pipelines_uri
         CONFIG_BUCKET   = google_storage_bucket.data["config"].name
@@ -40,14 +55,14 @@ locals {
       memory      = "512Mi"
       concurrency = 20
       timeout     = "300s"
-      env = merge(
-        {
-          DATAFORM_REPOSITORY     = local.dataform_repository_id
-          DATAFORM_RELEASE_CONFIG = var.dataform_release_config
-          DATAFORM_STATE_BUCKET   = google_storage_bucket.data["config"].name
-        },
-        var.dataform_service_account == null ? {} : { DATAFORM_SERVICE_ACCOUNT = var.dataform_service_account },
-      )
+      # Compiling the repository: the most Cloud Run allows.
+      startup_seconds = 240
+      env = {
+        DATAFORM_REPOSITORY      = local.dataform_repository_id
+        DATAFORM_RELEASE_CONFIG  = var.dataform_release_config
+        DATAFORM_SERVICE_ACCOUNT = var.dataform_service_account
+        DATAFORM_STATE_BUCKET    = google_storage_bucket.data["dataform-state"].name
+      }
     }
   }
 
@@ -93,8 +108,8 @@ resource "google_cloud_run_v2_service" "service" {
           cpu    = each.value.cpu
           memory = each.value.memory
         }
-        # CPU is allocated only while requests are being served (request-based billing).
-        cpu_idle          = true
+        # Always on: events are published after the response (see the top of this file).
+        cpu_idle          = false
         startup_cpu_boost = true
       }
 
@@ -110,8 +125,9 @@ resource "google_cloud_run_v2_service" "service" {
         http_get {
           path = "/healthz"
         }
+        timeout_seconds   = 2
         period_seconds    = 2
-        failure_threshold = 15
+        failure_threshold = each.value.startup_seconds / 2
       }
 
       liveness_probe {

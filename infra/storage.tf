@@ -1,12 +1,16 @@
-# trigger: encrypted uploads from on-premise, deleted after trigger_retention_days.
-# output:  decrypted gzip files the Dataflow pipelines read.
-# config:  the pipeline registry, the job configs and launch records sigma-dataflow writes, and
-#          the idempotency records sigma-dataform keeps under dataform/.
+# trigger:        encrypted uploads from on-premise, deleted after trigger_retention_days.
+# output:         decrypted gzip files the Dataflow pipelines read.
+# config:         the pipeline registry, and the job configs and launch records sigma-dataflow
+#                 writes.
+# dataform-state: the idempotency records sigma-dataform keeps under dataform/. A bucket of its
+#                 own, so that sigma-dataform cannot write the registry, which decides the Flex
+#                 Template that runs as the Dataflow worker account.
 locals {
   data_buckets = {
-    trigger = { expire_after_days = var.trigger_retention_days }
-    output  = { expire_after_days = null }
-    config  = { expire_after_days = null }
+    trigger          = { expire_after_days = var.trigger_retention_days }
+    output           = { expire_after_days = null }
+    config           = { expire_after_days = null }
+    "dataform-state" = { expire_after_days = null }
   }
 }
 

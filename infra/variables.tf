@@ -109,15 +109,33 @@ variable "object_prefix" {
 }
 
 variable "poll_interval_seconds" {
-  description = "Seconds the workflow waits between two polls of a Dataflow job or a Dataform invocation."
+  description = "Seconds the workflow waits between two polls of a Dataflow job or a Dataform invocation (POLL_INTERVAL_SECONDS): a whole number, at least 1."
   type        = number
   default     = 30
+
+  # The workflow divides by it; 0 would fail every execution after decrypt and launch ran.
+  validation {
+    condition     = var.poll_interval_seconds >= 1 && floor(var.poll_interval_seconds) == var.poll_interval_seconds
+    error_message = "poll_interval_seconds must be a whole number of seconds, at least 1."
+  }
 }
 
 variable "poll_deadline_seconds" {
-  description = "Seconds after which the workflow stops polling a Dataflow job or a Dataform invocation and fails the execution with a timeout error."
+  description = "Seconds after which the workflow stops polling a Dataflow job or a Dataform invocation and fails the execution with poll_deadline_exceeded (POLL_DEADLINE_SECONDS): a whole number, at least poll_interval_seconds and at most 2000 intervals."
   type        = number
   default     = 21600
+
+  # The same bounds the workflow checks in its init step: each poll takes about 4 steps and
+  # there are two polling phases, so 2000 polls per phase keep an execution near 16,000 steps,
+  # far below the 100,000 steps Cloud Workflows allows.
+  validation {
+    condition = (
+      floor(var.poll_deadline_seconds) == var.poll_deadline_seconds
+      && var.poll_deadline_seconds >= var.poll_interval_seconds
+      && var.poll_deadline_seconds / var.poll_interval_seconds <= 2000
+    )
+    error_message = "poll_deadline_seconds must be a whole number of seconds between poll_interval_seconds and 2000 x poll_interval_seconds (the workflow's own bounds, which keep an execution far below the Workflows step limit)."
+  }
 }
 
 variable "max_instances" {
@@ -156,7 +174,11 @@ variable "dataform_release_config" {
 }
 
 variable "dataform_service_account" {
-  description = "Optional email of the service account Dataform workflow invocations run as (strict act-as mode); it is passed as DATAFORM_SERVICE_ACCOUNT and sigma-dataform gets roles/iam.serviceAccountUser on it. Null when invocations run as the Dataform service agent."
+  description = "Email of the service account Dataform workflow invocations run as. Dataform enforces strict act-as for every repository: each invocation names an account, and its creator (sigma-dataform) must be allowed to act as it. Passed as DATAFORM_SERVICE_ACCOUNT; sigma-dataform gets roles/iam.serviceAccountUser on it."
   type        = string
-  default     = null
+
+  validation {
+    condition     = can(regex("^[^@\\s]+@[^@\\s]+\\.iam\\.gserviceaccount\\.com$", var.dataform_service_account))
+    error_message = "dataform_service_account must be a service account email (NAME@PROJECT.iam.gserviceaccount.com)."
+  }
 }

@@ -1,5 +1,5 @@
 terraform {
-  required_version = ">= 1.5"
+  required_version = ">= 1.9" # validation blocks that compare two variables
 
   required_providers {
     google = {
