@@ -4,8 +4,6 @@ locals {
 
 # Creating workflow invocations and reading compilation results of this one repository.
 resource "google_dataform_repository_iam_member" "dataform_invokes" {
-  provider = google-beta
-
   project    = var.project_id
   region     = local.dataform_region
   repository = var.dataform_repository

@@ -132,7 +132,7 @@ variable "poll_deadline_seconds" {
     condition = (
       floor(var.poll_deadline_seconds) == var.poll_deadline_seconds
       && var.poll_deadline_seconds >= var.poll_interval_seconds
-      && var.poll_deadline_seconds / var.poll_interval_seconds <= 2000
+      && floor(var.poll_deadline_seconds / var.poll_interval_seconds) <= 2000
     )
     error_message = "poll_deadline_seconds must be a whole number of seconds between poll_interval_seconds and 2000 x poll_interval_seconds (the workflow's own bounds, which keep an execution far below the Workflows step limit)."
   }

@@ -7,6 +7,10 @@
 #   - every Terraform variable and output has a description;
 #   - the workflow reads exactly the environment variables infra/ gives it, and the services
 #     read every one infra/ gives them;
+#   - every resource, data source and provider block matches the providers' published schemas
+#     (tests/static/tf_schema.py: unknown types, arguments and blocks, missing required ones),
+#     and that check itself fails on a misspelt argument (tests/static/test_tf_schema.py);
+#   - the poll bounds in infra/variables.tf are the ones the workflow checks;
 #   - terraform fmt -check, whenever terraform is installed;
 #   - terraform validate, where the hashicorp/google and google-beta providers can be installed
 #     (registry access, a provider mirror or plugin cache in the terraform CLI configuration, or
@@ -37,6 +41,12 @@ checkov --quiet --compact --skip-download --framework terraform \
 
 step "checkov Dockerfile"
 checkov --quiet --compact --skip-download --framework dockerfile -f Dockerfile
+
+step "infra/ against the google, google-beta and time provider schemas"
+python3 tests/static/tf_schema.py infra
+
+step "the schema check fails on misspelt or missing arguments"
+python3 tests/static/test_tf_schema.py infra
 
 step "every variable and output is described"
 python3 - infra <<'PY'
@@ -76,6 +86,22 @@ problems = [f"the workflow reads {v}, which infra/workflow.tf does not set" for 
 problems += [f"infra/workflow.tf sets {v}, which the workflow never reads" for v in sorted(set_by_terraform - read_by_workflow)]
 if problems:
     sys.exit("\n".join(problems))
+PY
+
+step "infra/ bounds the poll settings as the workflow does"
+python3 - infra/variables.tf workflows/sigma.yaml <<'PY'
+import re, sys
+
+with open(sys.argv[1]) as f:
+    variables = f.read()
+with open(sys.argv[2]) as f:
+    workflow = f.read()
+(in_workflow,) = re.findall(r"max_polls_allowed: (\d+)", workflow)
+in_terraform = re.findall(r"floor\(var\.poll_deadline_seconds / var\.poll_interval_seconds\) <= (\d+)", variables)
+if in_terraform != [in_workflow]:
+    sys.exit(f"infra/variables.tf allows {in_terraform} polls per phase, the workflow {in_workflow}: make them agree")
+if not re.search(r"var\.poll_interval_seconds >= 1\b", variables):
+    sys.exit("infra/variables.tf must refuse a poll_interval_seconds below 1, as the workflow does")
 PY
 
 step "every env var infra/ gives the services is read by their code"
