@@ -8,6 +8,7 @@ locals {
     workflow        = "sigma workflow (calls the three services)"
     eventarc        = "Eventarc trigger starting the sigma workflow"
     dataflow_worker = "Dataflow workers of the jobs sigma-dataflow launches"
+    build           = "Cloud Build: builds the sigma image and pushes it to the repository"
   }
 
   members = { for key, sa in google_service_account.sa : key => "serviceAccount:${sa.email}" }
@@ -23,6 +24,8 @@ locals {
       worker_reads_output   = { bucket = "output", role = "roles/storage.objectViewer", member = local.members.dataflow_worker }
       worker_reads_config   = { bucket = "config", role = "roles/storage.objectViewer", member = local.members.dataflow_worker }
       worker_uses_temp      = { bucket = "dataflow-temp", role = "roles/storage.objectAdmin", member = local.members.dataflow_worker }
+      # gcloud builds submit uploads the source there; the build reads it.
+      build_reads_source = { bucket = "build", role = "roles/storage.objectViewer", member = local.members.build }
     },
     var.dataflow_template_bucket == null ? {} : {
       dataflow_reads_templates = { bucket = "templates", role = "roles/storage.objectViewer", member = local.members.dataflow }
@@ -35,7 +38,8 @@ locals {
     output           = google_storage_bucket.data["output"].name
     config           = google_storage_bucket.data["config"].name
     "dataform-state" = google_storage_bucket.data["dataform-state"].name
-    "dataflow-temp"  = google_storage_bucket.dataflow_temp.name
+    "dataflow-temp"  = google_storage_bucket.scratch["dataflow-temp"].name
+    build            = google_storage_bucket.scratch["build"].name
     templates        = var.dataflow_template_bucket
   }
 
@@ -50,6 +54,8 @@ locals {
     eventarc_receives        = { role = "roles/eventarc.eventReceiver", member = local.members.eventarc }
     # Storage-triggered Eventarc: the Cloud Storage service agent publishes object notifications.
     gcs_agent_publishes = { role = "roles/pubsub.publisher", member = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}" }
+    # A build with its own service account writes its logs to Cloud Logging only.
+    build_logs = { role = "roles/logging.logWriter", member = local.members.build }
   }
 }
 

@@ -22,6 +22,7 @@ resource "google_project_service" "enabled" {
   for_each = toset([
     "artifactregistry.googleapis.com",
     "bigquery.googleapis.com",
+    "cloudbuild.googleapis.com",
     "dataflow.googleapis.com",
     "dataform.googleapis.com",
     "eventarc.googleapis.com",

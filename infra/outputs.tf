@@ -20,7 +20,7 @@ output "pipelines_uri" {
 
 output "dataflow_temp_bucket" {
   description = "Bucket for the Dataflow jobs' scratch files: the registry's defaults.environment.temp_location and staging_location go under it (gs://<bucket>/temp, gs://<bucket>/staging)."
-  value       = "gs://${google_storage_bucket.dataflow_temp.name}"
+  value       = "gs://${google_storage_bucket.scratch["dataflow-temp"].name}"
 }
 
 output "fernet_keys_secret" {
@@ -56,4 +56,14 @@ output "service_accounts" {
 output "dataflow_worker_service_account" {
   description = "Value for defaults.environment.service_account_email in the pipeline registry: the account the Dataflow jobs run as. Grant it access to any other source or sink the pipelines use."
   value       = google_service_account.sa["dataflow_worker"].email
+}
+
+output "build_service_account" {
+  description = "Service account the image build runs as (gcloud builds submit --service-account): it may read the build source bucket, push to the image repository and write logs."
+  value       = google_service_account.sa["build"].id
+}
+
+output "build_source_dir" {
+  description = "Where gcloud builds submit uploads the source (--gcs-source-staging-dir); archives expire after a week."
+  value       = "gs://${google_storage_bucket.scratch["build"].name}/source"
 }

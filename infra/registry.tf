@@ -14,6 +14,16 @@ resource "google_artifact_registry_repository" "images" {
   depends_on = [google_project_service.enabled, google_kms_crypto_key_iam_member.service_agents]
 }
 
+# The image build pushes new tags (infra/cloudbuild.yaml); tags are immutable, so it cannot
+# replace a deployed image.
+resource "google_artifact_registry_repository_iam_member" "build_pushes" {
+  project    = var.project_id
+  location   = google_artifact_registry_repository.images.location
+  repository = google_artifact_registry_repository.images.name
+  role       = "roles/artifactregistry.writer"
+  member     = local.members.build
+}
+
 # The Dataflow workers pull Flex Template launcher images from this repository.
 resource "google_artifact_registry_repository_iam_member" "dataflow_worker_pulls" {
   project    = var.project_id

@@ -62,12 +62,16 @@ resource "google_storage_bucket" "data" {
   depends_on = [google_project_service.enabled, google_kms_crypto_key_iam_member.service_agents]
 }
 
-# Staging and temporary files of the Dataflow jobs: scratch space, written and removed by the
-# workers themselves.
-resource "google_storage_bucket" "dataflow_temp" {
+# Scratch space, every object deleted after a week:
+#   dataflow-temp: staging and temporary files of the Dataflow jobs, written and removed by the
+#                  workers themselves;
+#   build:         the source archives gcloud builds submit uploads for the image build.
+resource "google_storage_bucket" "scratch" {
   #checkov:skip=CKV_GCP_62:Access is audited with Cloud Audit Logs (Data Access logs for storage.googleapis.com), which supersede legacy usage logs; enabling them is an organisation-level logging decision.
-  #checkov:skip=CKV_GCP_78:Scratch space of running Dataflow jobs: old versions of temporary files have no value and every object expires after a week.
-  name                        = "${local.bucket_prefix}-dataflow-temp"
+  #checkov:skip=CKV_GCP_78:Scratch space (Dataflow temporary files, build source archives): old versions have no value and every object expires after a week.
+  for_each = toset(["dataflow-temp", "build"])
+
+  name                        = "${local.bucket_prefix}-${each.key}"
   project                     = var.project_id
   location                    = var.region
   storage_class               = "STANDARD"
@@ -92,4 +96,9 @@ resource "google_storage_bucket" "dataflow_temp" {
   }
 
   depends_on = [google_project_service.enabled, google_kms_crypto_key_iam_member.service_agents]
+}
+
+moved {
+  from = google_storage_bucket.dataflow_temp
+  to   = google_storage_bucket.scratch["dataflow-temp"]
 }

@@ -29,6 +29,29 @@ resource "google_workflows_workflow" "sigma" {
   ]
 }
 
+# A first apply would create the Eventarc trigger seconds after the APIs are enabled and the
+# grants it relies on are made: the Eventarc service agent (created, and granted its role by
+# Google, when the API is first used) and pubsub.publisher for the Cloud Storage agent. IAM takes
+# a minute or two to propagate, and until then the trigger is refused ("Permission denied while
+# using the Eventarc Service Agent ... it may take a few minutes"). So the agent is created as
+# soon as the API is on, and the trigger waits two minutes after it and the grants, on the first
+# apply only.
+resource "google_project_service_identity" "eventarc" {
+  # Beta-only in the google provider.
+  provider = google-beta
+
+  project = var.project_id
+  service = "eventarc.googleapis.com"
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "time_sleep" "eventarc_grants_propagate" {
+  create_duration = "120s"
+
+  depends_on = [google_project_service_identity.eventarc, google_project_iam_member.grants]
+}
+
 resource "google_eventarc_trigger" "upload" {
   name            = "${var.name_prefix}-upload"
   project         = var.project_id
@@ -49,5 +72,5 @@ resource "google_eventarc_trigger" "upload" {
     workflow = google_workflows_workflow.sigma.id
   }
 
-  depends_on = [google_project_iam_member.grants]
+  depends_on = [google_project_iam_member.grants, time_sleep.eventarc_grants_propagate]
 }
