@@ -67,3 +67,8 @@ output "build_source_dir" {
   description = "Where gcloud builds submit uploads the source (--gcs-source-staging-dir); archives expire after a week."
   value       = "gs://${google_storage_bucket.scratch["build"].name}/source"
 }
+
+output "dashboard" {
+  description = "Cloud Monitoring console URL of the sigma dashboard (files per hour, failures by step, decrypt MB/s, Dataflow and Dataform durations, backpressure)."
+  value       = "https://console.cloud.google.com/monitoring/dashboards/custom/${element(split("/", google_monitoring_dashboard.sigma.id), 3)}?project=${var.project_id}"
+}

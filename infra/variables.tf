@@ -182,3 +182,23 @@ variable "dataform_service_account" {
     error_message = "dataform_service_account must be a service account email (NAME@PROJECT.iam.gserviceaccount.com)."
   }
 }
+
+variable "freshness" {
+  description = "Freshness alert per entity: entity name -> the longest time without a sigma.chain.succeeded for it before an alert is raised, as a duration (\"24h\", \"90m\", \"7d\"). Mirrors expected_every of the entities in the pipeline registry, which Terraform cannot read at plan time: keep the two in step. Entities left out have no freshness alert."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition = alltrue([
+      for entity, every in var.freshness :
+      can(regex("^[A-Za-z0-9_.-]+$", entity)) && can(regex("^([0-9]+[smhdw])+$", every))
+    ])
+    error_message = "freshness maps entity names (letters, digits, _ . -) to durations such as \"24h\", \"90m\" or \"1d12h\"."
+  }
+}
+
+variable "notification_channels" {
+  description = "Cloud Monitoring notification channel ids (projects/P/notificationChannels/N) the alert policies notify. Empty: incidents are only shown in the console."
+  type        = list(string)
+  default     = []
+}

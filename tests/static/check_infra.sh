@@ -11,6 +11,8 @@
 #     (tests/static/tf_schema.py: unknown types, arguments and blocks, missing required ones),
 #     and that check itself fails on a misspelt argument (tests/static/test_tf_schema.py);
 #   - the poll bounds in infra/variables.tf are the ones the workflow checks;
+#   - the dashboard JSON is a valid Cloud Monitoring dashboard, and the code still writes the log
+#     fields the log-based metrics read (tests/static/check_monitoring.py);
 #   - terraform fmt -check, whenever terraform is installed;
 #   - terraform validate, where the hashicorp/google and google-beta providers can be installed
 #     (registry access, a provider mirror or plugin cache in the terraform CLI configuration, or
@@ -47,6 +49,9 @@ python3 tests/static/tf_schema.py infra
 
 step "the schema check fails on misspelt or missing arguments"
 python3 tests/static/test_tf_schema.py infra
+
+step "monitoring: the dashboard parses, the metrics read fields the code logs"
+python3 tests/static/check_monitoring.py
 
 step "every variable and output is described"
 python3 - infra <<'PY'
