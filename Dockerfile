@@ -24,10 +24,14 @@ FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
-# The same command `make release` runs in CI.
+# The same command `make release` (and so `make test`) runs: the workspace's release profile
+# builds without debug info and strips the binaries (Cargo.toml, [profile.release]), so the
+# image ships the binaries the tests ran, a fraction of their unstripped size (cold starts on
+# Cloud Run include pulling the image; sizes in infra/README.md).
 RUN cargo build --release --locked
 
-# distroless/cc: glibc, libgcc, CA certificates and tzdata, no shell, no package manager.
+# distroless/cc: glibc, libgcc, CA certificates and tzdata, no shell, no package manager. The
+# runtime image is that base plus the four binaries below.
 FROM gcr.io/distroless/cc-debian12:nonroot
 #checkov:skip=CKV_DOCKER_2:Cloud Run ignores Docker HEALTHCHECK and probes GET /healthz itself (startup and liveness probes in infra/run.tf); the distroless image has no shell or client to run one.
 COPY --from=builder /src/target/release/sigma-decrypt /src/target/release/sigma-dataflow /src/target/release/sigma-dataform /src/target/release/sigma /usr/local/bin/
