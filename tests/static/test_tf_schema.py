@@ -82,6 +82,31 @@ CASES = [
         "hashicorp/google 7.46.1 has no resource type 'google_project_service_identity'",
     ),
     (
+        "a misspelt attribute of a resource fails",
+        mutate("monitoring.tf", 'google_cloud_run_v2_service.service["decrypt"].name', 'google_cloud_run_v2_service.service["decrypt"].nmae'),
+        "google_cloud_run_v2_service.service has no attribute 'nmae'",
+    ),
+    (
+        "a misspelt attribute of a beta-only resource fails",
+        mutate("workflow.tf", "depends_on = [google_project_service_identity.eventarc,", "depends_on = [google_project_service_identity.eventarc.emial,"),
+        "google_project_service_identity.eventarc has no attribute 'emial'",
+    ),
+    (
+        "a misspelt attribute of a data source fails",
+        mutate("kms.tf", "gcs.email_address", "gcs.email_adress"),
+        "data.google_storage_project_service_account.gcs has no attribute 'email_adress'",
+    ),
+    (
+        "a reference to an undeclared resource fails",
+        mutate("workflow.tf", "time_sleep.eventarc_grants_propagate]", "time_sleep.eventarc_grant_propagate]"),
+        "reference to undeclared time_sleep.eventarc_grant_propagate",
+    ),
+    (
+        "a reference to an undeclared variable fails",
+        mutate("run.tf", "var.max_instances", "var.max_instance"),
+        "reference to undeclared variable var.max_instance",
+    ),
+    (
         "an unknown provider argument fails",
         mutate("versions.tf", "  region  = var.region\n}", "  regoin  = var.region\n}"),
         "provider google: unknown argument or block 'regoin'",

@@ -7,13 +7,16 @@ class per resource and data source, whose config struct lists every argument and
 it is required, and (in its docs) its Terraform name. This module turns that assembly back into
 a schema and checks every resource, data source and provider block of a directory against it:
 unknown resource types, unknown arguments or blocks, and missing required arguments or blocks
-fail, as they would fail `terraform validate`. So does a provider that is used but has no
-bundled schema, and a version constraint that excludes the version the schema is from.
+fail, as they would fail `terraform validate`. So do references to undeclared resources, data
+sources, variables or locals, and to attributes a resource type does not have (`.emial`); a
+provider that is used but has no bundled schema; and a version constraint that excludes the
+version the schema is from.
 
     python tests/static/tf_schema.py infra          # exit 1 and one line per problem
 
 Expressions are not evaluated and types are not checked: a misspelt argument or a missing one is
-caught, a string given for a number is not.
+caught, a string given for a number is not, nor an attribute read through a for expression's
+variable.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ SCHEMA_PACKAGES = {
     "hashicorp/random": "cdktn-provider-random",
 }
 
+# Bumped whenever the derived schema's shape changes, so an old cache is not read.
+CACHE_FORMAT = 2
+
 # Arguments and blocks Terraform itself handles, on top of each schema's own.
 META = {
     "resource": {"count", "for_each", "depends_on", "provider", "lifecycle", "provisioner", "connection"},
@@ -56,13 +62,24 @@ class Block:
 
     arguments: dict[str, bool]
     blocks: dict[str, tuple[bool, Block]]
+    # Of a resource or data source: every attribute other blocks may read (arguments and
+    # computed attributes such as id, email or member).
+    attributes: list[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {"arguments": self.arguments, "blocks": {k: [req, b.to_json()] for k, (req, b) in self.blocks.items()}}
+        return {
+            "arguments": self.arguments,
+            "blocks": {k: [req, b.to_json()] for k, (req, b) in self.blocks.items()},
+            "attributes": self.attributes,
+        }
 
     @classmethod
     def from_json(cls, data: dict) -> Block:
-        return cls(data["arguments"], {k: (req, cls.from_json(b)) for k, (req, b) in data["blocks"].items()})
+        return cls(
+            data["arguments"],
+            {k: (req, cls.from_json(b)) for k, (req, b) in data["blocks"].items()},
+            data.get("attributes", []),
+        )
 
 
 @dataclasses.dataclass
@@ -151,6 +168,10 @@ def _from_assembly(assembly: dict) -> Schema:
         namespace, name, version_here, _, type_name = link.groups()
         (config,) = [p["type"]["fqn"] for p in cls["initializer"]["parameters"] if p["name"] == "config"]
         block = _block(types, config)
+        # The class's getters are the attributes Terraform exposes (xxxInput getters mirror the
+        # arguments for cdktn's own use).
+        getters = {_snake(p["name"]) for p in cls.get("properties", []) if not p.get("static") and not p["name"].endswith("Input")}
+        block.attributes = sorted(getters | set(block.arguments) | set(block.blocks))
         if kind == "provider":
             provider, source, version = block, f"{namespace}/{name}", version_here
         else:
@@ -172,7 +193,7 @@ def load_schema(source: str) -> Schema:
         dist = importlib.metadata.distribution(package)
     except importlib.metadata.PackageNotFoundError:
         raise LookupError(f"{package} (the schema of {source}) is not installed: add it to tests/static/requirements.txt") from None
-    cache = pathlib.Path(sys.prefix) / "share" / "sigma-tf-schema" / f"{package}-{dist.version}.json"
+    cache = pathlib.Path(sys.prefix) / "share" / "sigma-tf-schema" / f"{package}-{dist.version}-{CACHE_FORMAT}.json"
     if cache.exists():
         return Schema.from_json(json.loads(cache.read_text()))
     (bundle,) = [f for f in dist.files if str(f).endswith(".jsii.tgz")]
@@ -214,6 +235,22 @@ def allows(constraint: str, version: str) -> bool:
 def _strip(value):
     """bc-python-hcl2 wraps every argument's value in a list."""
     return value[0] if isinstance(value, list) and len(value) == 1 else value
+
+
+# data.TYPE.NAME or TYPE.NAME, an optional [index], then an optional .attribute.
+_REFERENCE = re.compile(r"(?<![\w.])(data\.)?([a-z][a-z0-9]*_[a-z0-9_]+)\.([A-Za-z_][\w-]*)(\[[^\]]*\])?(?:\.([a-z_][a-z0-9_]*))?")
+
+
+def _strings(value):
+    """Every string in a parsed document: the expressions, as bc-python-hcl2 keeps them."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 def _check_block(body: dict, schema: Block, where: str, meta: set[str], problems: list[str]) -> None:
@@ -286,6 +323,18 @@ def check(directory: pathlib.Path, schemas: dict[str, Schema] | None = None) -> 
                 problems.append(f"required_providers.{local_name}: {constraint!r} excludes {schema.version}, the version whose schema is checked")
         return schema
 
+    declared = {
+        (kind, type_name, name)
+        for _, doc in documents
+        for kind in ("resource", "data")
+        for entry in doc.get(kind, [])
+        for type_name, instances in entry.items()
+        for name in instances
+    }
+    variables = {name for _, doc in documents for entry in doc.get("variable", []) for name in entry}
+    locals_ = {name for _, doc in documents for entry in doc.get("locals", []) for name in entry if not name.startswith("__")}
+
+    checked: dict[tuple[str, str], Block] = {}  # (kind, type) -> its schema, from the provider it uses
     for path, doc in documents:
         for kind in ("resource", "data"):
             for entry in doc.get(kind, []):
@@ -302,12 +351,34 @@ def check(directory: pathlib.Path, schemas: dict[str, Schema] | None = None) -> 
                             problems.append(f"{where}: {schema.source} {schema.version} has no {'data source' if kind == 'data' else 'resource type'} {type_name!r}")
                             continue
                         _check_block(body, types[type_name], where, META[kind], problems)
+                        checked[(kind, type_name)] = types[type_name]
         for entry in doc.get("provider", []):
             for local_name, body in entry.items():
                 where = f"{path.name}:{body.get('__start_line__', '?')}: provider {local_name}"
                 schema = schema_for(local_name, where)
                 if schema is not None:
                     _check_block(body, schema.provider, where, META["provider"], problems)
+    for path, doc in documents:
+        # moved blocks name addresses that no longer exist, on purpose.
+        for expression in _strings({k: v for k, v in doc.items() if k not in ("moved", "removed", "import")}):
+            for match in _REFERENCE.finditer(expression):
+                data, type_name, name, attribute = match.group(1), match.group(2), match.group(3), match.group(5)
+                if type_name.split("_")[0] not in sources:
+                    continue
+                kind = "data" if data else "resource"
+                label = f"{'data.' if data else ''}{type_name}.{name}"
+                if (kind, type_name, name) not in declared:
+                    problems.append(f"{path.name}: reference to undeclared {label}")
+                    continue
+                if attribute is None:
+                    continue
+                block = checked.get((kind, type_name))
+                if block is not None and attribute not in block.attributes:
+                    problems.append(f"{path.name}: {label} has no attribute {attribute!r}")
+            for prefix, names, what in (("var", variables, "variable"), ("local", locals_, "local value")):
+                for name in re.findall(rf"(?<![\w.]){prefix}\.([A-Za-z_][\w-]*)", expression):
+                    if name not in names:
+                        problems.append(f"{path.name}: reference to undeclared {what} {prefix}.{name}")
     return problems, schemas
 
 
