@@ -13,7 +13,9 @@
 #   - the poll bounds in infra/variables.tf are the ones the workflow checks;
 #   - the dashboard JSON is a valid Cloud Monitoring dashboard, and the code still writes the log
 #     fields the log-based metrics read (tests/static/check_monitoring.py);
-#   - terraform fmt -check, whenever terraform is installed;
+#   - terraform fmt -check, and the validation blocks of infra/variables.tf run by terraform
+#     itself (tests/static/test_variables.sh: they need no provider), whenever terraform is
+#     installed;
 #   - terraform validate, where the hashicorp/google and google-beta providers can be installed
 #     (registry access, a provider mirror or plugin cache in the terraform CLI configuration, or
 #     TF_PLUGIN_DIR=<dir> holding them); otherwise it says it is skipped, and why.
@@ -131,6 +133,9 @@ fi
 
 step "terraform fmt -check"
 terraform fmt -check -recursive -diff infra
+
+step "infra/variables.tf validations, evaluated by terraform"
+bash tests/static/test_variables.sh
 
 step "terraform validate"
 # Work on a copy so init leaves no .terraform/ or lock file in the tree; the workflow source is
