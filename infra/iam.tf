@@ -19,7 +19,8 @@ locals {
       # A newer upload of the same file replaces its decrypted copy: overwriting needs delete.
       decrypt_writes_output = { bucket = "output", role = "roles/storage.objectUser", member = local.members.decrypt }
       dataflow_reads_output = { bucket = "output", role = "roles/storage.objectViewer", member = local.members.dataflow }
-      dataflow_uses_config  = { bucket = "config", role = "roles/storage.objectUser", member = local.members.dataflow }
+      # Reads the registry (and templates kept there); writes only under configs/ (below).
+      dataflow_reads_config = { bucket = "config", role = "roles/storage.objectViewer", member = local.members.dataflow }
       dataform_uses_state   = { bucket = "dataform-state", role = "roles/storage.objectUser", member = local.members.dataform }
       worker_reads_output   = { bucket = "output", role = "roles/storage.objectViewer", member = local.members.dataflow_worker }
       worker_reads_config   = { bucket = "config", role = "roles/storage.objectViewer", member = local.members.dataflow_worker }
@@ -75,6 +76,22 @@ resource "google_storage_bucket_iam_member" "grants" {
   bucket = local.bucket_names[each.value.bucket]
   role   = each.value.role
   member = each.value.member
+}
+
+# sigma-dataflow writes its job configs and launch records under configs/ and nothing else: the
+# condition keeps the registry (pipelines.yaml), which decides the Flex Template that runs as the
+# worker account, out of its reach. (A list request names the bucket, not an object, so listing
+# comes from the unconditional objectViewer grant above.)
+resource "google_storage_bucket_iam_member" "dataflow_writes_configs" {
+  bucket = google_storage_bucket.data["config"].name
+  role   = "roles/storage.objectUser"
+  member = local.members.dataflow
+
+  condition {
+    title       = "configs-prefix-only"
+    description = "Job configs and launch records: objects under configs/ only."
+    expression  = "resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.data["config"].name}/objects/configs/\")"
+  }
 }
 
 resource "google_project_iam_member" "grants" {

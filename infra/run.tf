@@ -152,6 +152,7 @@ resource "google_cloud_run_v2_service" "service" {
     google_project_service.enabled,
     google_secret_manager_secret_iam_member.decrypt_reads_keys,
     google_storage_bucket_iam_member.grants,
+    google_storage_bucket_iam_member.dataflow_writes_configs,
     google_pubsub_topic_iam_member.publishers,
     google_dataform_repository_iam_member.dataform_invokes,
     google_service_account_iam_member.dataform_acts_as_runner,
