@@ -42,7 +42,7 @@ SCHEMA_PACKAGES = {
 }
 
 # Bumped whenever the derived schema's shape changes, so an old cache is not read.
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 
 # Arguments and blocks Terraform itself handles, on top of each schema's own.
 META = {
@@ -52,7 +52,7 @@ META = {
 }
 
 _LINK = re.compile(r"\{@link https://registry\.terraform\.io/providers/([\w-]+)/([\w-]+)/([\w.]+)/docs(?:/(resources|data-sources)/\w+)? ([\w-]+)\}")
-_ANCHOR = re.compile(r"/docs/[\w/-]*#(\w+) \w+#\w+\}")
+_ANCHOR = re.compile(r"/docs(?:/[\w/-]*)?#(\w+) \w+#\w+\}")
 _KINDS = {"cdktn.TerraformResource": "resource", "cdktn.TerraformDataSource": "data", "cdktn.TerraformProvider": "provider"}
 
 
