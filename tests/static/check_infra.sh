@@ -5,6 +5,7 @@
 #     tests/static/checkov/, with no failed check; a skip must carry its reason
 #     (#checkov:skip=CKV_ID:reason);
 #   - every Terraform variable and output has a description;
+#   - the README's deploy steps target resources, read outputs and pass variables that exist;
 #   - the workflow reads exactly the environment variables infra/ gives it, and the services
 #     read every one infra/ gives them;
 #   - every resource, data source and provider block matches the providers' published schemas
@@ -71,6 +72,27 @@ for path in sorted(pathlib.Path(sys.argv[1]).glob("*.tf")):
                     missing.append(f"{path}: {kind} {name!r} has no description")
 if missing:
     sys.exit("\n".join(missing))
+PY
+
+step "the README's deploy steps name resources, outputs and variables infra/ has"
+python3 - infra README.md <<'PY'
+import pathlib, re, sys
+import hcl2
+
+declared, outputs, variables = set(), set(), set()
+for path in pathlib.Path(sys.argv[1]).glob("*.tf"):
+    with path.open() as f:
+        doc = hcl2.load(f)
+    declared |= {f"{t}.{n}" for entry in doc.get("resource", []) for t, instances in entry.items() for n in instances}
+    outputs |= {n for entry in doc.get("output", []) for n in entry}
+    variables |= {n for entry in doc.get("variable", []) for n in entry}
+readme = pathlib.Path(sys.argv[2]).read_text()
+deploy = readme[readme.index("\n## Deploy\n"):]
+problems = [f"README Deploy targets {t}, which infra/ does not declare" for t in re.findall(r"-target=([\w.-]+)", deploy) if t not in declared]
+problems += [f"README Deploy reads output {o}, which infra/ does not define" for o in re.findall(r"terraform (?:-chdir=\S+ )?output (?:-raw )?(\w+)", deploy) if o not in outputs]
+problems += [f"README Deploy sets variable {v}, which infra/ does not declare" for v in re.findall(r"-var (\w+)=", deploy) if v not in variables]
+if problems:
+    sys.exit("\n".join(problems))
 PY
 
 step "the workflow's environment is the one infra/ sets"
