@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use sigma_dataform::closure::closure;
 use sigma_dataform::config::{Config, GraphOrigin};
 use sigma_dataform::name::{Resolution, TableName};
-use sigma_dataform::{AppState, app};
+use sigma_dataform::{Invoker, app};
 
 const DOMAINS: usize = 100;
 const DECLARATIONS_PER_DOMAIN: usize = 10;
@@ -217,15 +217,14 @@ async fn main() -> anyhow::Result<()> {
         .collect();
 
     let config = Config {
-        origin: GraphOrigin::File(path.clone()),
         ttl: Duration::from_secs(3600),
-        state_bucket: None,
+        ..Config::new(GraphOrigin::File(path.clone()))
     };
-    let state = AppState::new(config).await?;
-    state.source.current().await?;
+    let invoker = Invoker::new(config).await?;
+    invoker.source.current().await?;
     let base = format!(
         "http://{}",
-        sigma_shared::server::spawn(app(Arc::new(state))).await?
+        sigma_shared::server::spawn(app(Arc::new(invoker))).await?
     );
     let (small_rps, small_failed) = load(&base, &typical.1, seconds).await;
     let (large_rps, large_failed) = load(&base, &largest.1, seconds).await;

@@ -48,6 +48,15 @@ pub struct Config {
 const DEFAULT_TTL_SECONDS: u64 = 300;
 
 impl Config {
+    /// The defaults around `origin`; tests and examples change what they need.
+    pub fn new(origin: GraphOrigin) -> Self {
+        Self {
+            origin,
+            ttl: Duration::from_secs(DEFAULT_TTL_SECONDS),
+            state_bucket: None,
+        }
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
         let graph = config::optional("DATAFORM_COMPILED_GRAPH");
         let repository = config::optional("DATAFORM_REPOSITORY");

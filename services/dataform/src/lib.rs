@@ -12,67 +12,11 @@ pub mod config;
 pub mod error;
 pub mod graph;
 pub mod idempotency;
+pub mod invoke;
 pub mod name;
+pub mod request;
 pub mod routes;
 pub mod source;
 
-use std::sync::Arc;
-
-use axum::Router;
-use sigma_shared::config::ConfigError;
-use sigma_shared::events::Events;
-
-use crate::api::DataformApi;
-use crate::config::{Config, GraphOrigin};
-use crate::idempotency::Ledger;
-use crate::source::{GraphSource, Origin};
-
-pub struct AppState {
-    pub source: GraphSource,
-    /// Present when the graph comes from the API: only then can invocations be created.
-    pub api: Option<Arc<DataformApi>>,
-    pub ledger: Ledger,
-    pub events: Events,
-}
-
-impl AppState {
-    pub async fn new(config: Config) -> Result<Self, ConfigError> {
-        let (origin, api) = match config.origin {
-            GraphOrigin::File(path) => (Origin::File(path), None),
-            GraphOrigin::Gcs(object) => (
-                Origin::Gcs {
-                    client: Box::new(sigma_shared::storage::client().await?),
-                    object,
-                },
-                None,
-            ),
-            GraphOrigin::Api(settings) => {
-                let api = Arc::new(DataformApi::connect(settings).await?);
-                (Origin::Api(api.clone()), Some(api))
-            }
-        };
-        let ledger = match config.state_bucket {
-            Some(bucket) => Ledger::Gcs {
-                client: Box::new(sigma_shared::storage::client().await?),
-                bucket,
-            },
-            None => Ledger::memory(),
-        };
-        Ok(Self {
-            source: GraphSource::new(origin, config.ttl),
-            api,
-            ledger,
-            events: Events::disabled(),
-        })
-    }
-
-    /// Publishes invocations created and skipped on these events.
-    pub fn with_events(self, events: Events) -> Self {
-        Self { events, ..self }
-    }
-}
-
-/// The service's routes with the shared health check, fallbacks and request logging.
-pub fn app(state: Arc<AppState>) -> Router {
-    sigma_shared::server::finish(routes::router(state))
-}
+pub use invoke::Invoker;
+pub use routes::app;

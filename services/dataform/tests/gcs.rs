@@ -2,42 +2,13 @@
 //! idempotency records shared by instances. One test, because the storage client finds the
 //! emulator through a process-wide variable.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use serde_json::{Value, json};
+use common::{REPOSITORY, Service, fixture};
+use serde_json::json;
 use sigma_dataform::config::{ApiSettings, CompileFrom, Config, GraphOrigin};
-use sigma_dataform::{AppState, app};
 use sigma_fakes::dataform::FakeDataform;
 use sigma_fakes::gcs::FakeGcs;
-
-const REPOSITORY: &str = "projects/acme-dwh-prod/locations/us-central1/repositories/dwh";
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/tests/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
-
-async fn serve(config: Config) -> String {
-    let state = AppState::new(config).await.unwrap();
-    let address = sigma_shared::server::spawn(app(Arc::new(state)))
-        .await
-        .unwrap();
-    format!("http://{address}")
-}
-
-async fn post(base: &str, body: Value, path: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
 
 #[tokio::test]
 async fn graphs_load_from_gs_uris_and_replays_are_recognised_by_another_instance() {
@@ -54,18 +25,14 @@ async fn graphs_load_from_gs_uris_and_replays_are_recognised_by_another_instance
     )
     .await
     .unwrap();
-    let from_gcs = serve(Config {
-        origin: GraphOrigin::Gcs(
-            "gs://sigma-graphs/dataform/compiled.json"
-                .parse::<sigma_shared::GsUri>()
-                .unwrap()
-                .0,
-        ),
-        ttl: Duration::from_secs(60),
-        state_bucket: None,
-    })
+    let from_gcs = Service::start(Config::new(GraphOrigin::Gcs(
+        "gs://sigma-graphs/dataform/compiled.json"
+            .parse::<sigma_shared::GsUri>()
+            .unwrap()
+            .0,
+    )))
     .await;
-    let (status, body) = post(&from_gcs, json!({"table": "raw.agentes"}), "/closure").await;
+    let (status, body) = from_gcs.closure(json!({"table": "raw.agentes"})).await;
     assert_eq!((status, body["count"].clone()), (200, json!(6)), "{body}");
 
     let fake =
@@ -73,22 +40,21 @@ async fn graphs_load_from_gs_uris_and_replays_are_recognised_by_another_instance
             .await
             .unwrap();
     let config = Config {
-        origin: GraphOrigin::Api(ApiSettings {
+        state_bucket: Some("sigma-state".parse().unwrap()),
+        ..Config::new(GraphOrigin::Api(ApiSettings {
             repository: REPOSITORY.into(),
             compile_from: CompileFrom::GitCommitish("main".into()),
             endpoint: Some(fake.endpoint.clone()),
             service_account: None,
-        }),
-        ttl: Duration::from_secs(300),
-        state_bucket: Some("sigma-state".parse().unwrap()),
+        }))
     };
-    let first_instance = serve(config.clone()).await;
-    let second_instance = serve(config).await;
+    let first_instance = Service::start(config.clone()).await;
+    let second_instance = Service::start(config).await;
     let request =
         json!({"bucket": "out-bucket", "name": "data/20240115/lkp_fechas.gz", "generation": 42});
-    let (status, first) = post(&first_instance, request.clone(), "/invoke").await;
+    let (status, first) = first_instance.invoke(request.clone()).await;
     assert_eq!(status, 200, "{first}");
-    let (status, second) = post(&second_instance, request, "/invoke").await;
+    let (status, second) = second_instance.invoke(request).await;
     assert_eq!(status, 200, "{second}");
     assert_eq!(second["invocation"], first["invocation"]);
     assert_eq!(second["replayed"], true);

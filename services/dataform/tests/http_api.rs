@@ -1,108 +1,20 @@
 //! The API path: the official client against the fake Dataform REST API.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
+use common::{
+    Api, REPOSITORY, Service, api_config, compiled, expected_lkp_fechas, keys, sample_fake,
+};
 use serde_json::{Value, json};
-use sigma_dataform::config::{ApiSettings, CompileFrom, Config, GraphOrigin};
-use sigma_dataform::{AppState, app};
-use sigma_fakes::dataform::FakeDataform;
-
-const REPOSITORY: &str = "projects/acme-dwh-prod/locations/us-central1/repositories/dwh";
-
-fn compiled(name: &str) -> Value {
-    let bytes = std::fs::read(format!(
-        "{}/tests/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
-
-fn config(fake: &FakeDataform) -> Config {
-    Config {
-        origin: GraphOrigin::Api(ApiSettings {
-            repository: REPOSITORY.into(),
-            compile_from: CompileFrom::ReleaseConfig(format!(
-                "{REPOSITORY}/releaseConfigs/production"
-            )),
-            endpoint: Some(fake.endpoint.clone()),
-            service_account: Some("dataform-runner@acme-dwh-prod.iam.gserviceaccount.com".into()),
-        }),
-        ttl: Duration::from_secs(300),
-        state_bucket: None,
-    }
-}
-
-async fn serve(config: Config) -> String {
-    let state = AppState::new(config).await.unwrap();
-    let address = sigma_shared::server::spawn(app(Arc::new(state)))
-        .await
-        .unwrap();
-    format!("http://{address}")
-}
-
-async fn start() -> (FakeDataform, String) {
-    let fake = FakeDataform::start(&compiled("sample_v3.compiled.json"))
-        .await
-        .unwrap();
-    fake.handle.set_page_size(7);
-    let base = serve(config(&fake)).await;
-    (fake, base)
-}
-
-async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
-
-async fn get(base: &str, path: &str) -> (u16, Value) {
-    let response = reqwest::get(format!("{base}{path}")).await.unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
-
-fn expected_lkp_fechas() -> Vec<String> {
-    let expected = compiled("sample_v3.closures.json");
-    let mut names: Vec<String> = expected["closures"]["acme-dwh-prod.raw.lkp_fechas"]["closure"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-fn keys(targets: &Value) -> Vec<String> {
-    let mut names: Vec<String> = targets
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            format!(
-                "{}.{}.{}",
-                t["database"].as_str().unwrap(),
-                t["schema"].as_str().unwrap(),
-                t["name"].as_str().unwrap()
-            )
-        })
-        .collect();
-    names.sort();
-    names
-}
+use sigma_dataform::Invoker;
 
 #[tokio::test]
 async fn the_closure_from_an_api_compilation_reads_every_page_and_matches_the_file() {
-    let (fake, base) = start().await;
-    let (status, body) = post(&base, "/closure", json!({"table": "lkp_fechas"})).await;
+    let Api { fake, service } = Api::start().await;
+    let (status, body) = service.closure(json!({"table": "lkp_fechas"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(keys(&body["actions"]), expected_lkp_fechas());
-    let (_, agentes) = post(&base, "/closure", json!({"table": "raw.agentes"})).await;
+    let (_, agentes) = service.closure(json!({"table": "raw.agentes"})).await;
     assert_eq!(agentes["count"], 10);
     assert_eq!(
         fake.handle.compile_calls(),
@@ -113,8 +25,8 @@ async fn the_closure_from_an_api_compilation_reads_every_page_and_matches_the_fi
 
 #[tokio::test]
 async fn concurrent_requests_share_one_compilation() {
-    let (fake, base) = start().await;
-    let requests = (0..16).map(|_| post(&base, "/closure", json!({"table": "lkp_fechas"})));
+    let Api { fake, service } = Api::start().await;
+    let requests = (0..16).map(|_| service.closure(json!({"table": "lkp_fechas"})));
     for (status, _) in futures::future::join_all(requests).await {
         assert_eq!(status, 200);
     }
@@ -123,11 +35,11 @@ async fn concurrent_requests_share_one_compilation() {
 
 #[tokio::test]
 async fn compilation_errors_answer_422_with_the_compilers_messages() {
-    let (fake, base) = start().await;
+    let Api { fake, service } = Api::start().await;
     fake.handle.set_compilation_errors(vec![
         json!({"path": "definitions/x.sqlx", "message": "Could not resolve \"no_existe\""}),
     ]);
-    let (status, body) = post(&base, "/closure", json!({"table": "lkp_fechas"})).await;
+    let (status, body) = service.closure(json!({"table": "lkp_fechas"})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (422, Some("compilation_failed"))
@@ -142,13 +54,10 @@ async fn compilation_errors_answer_422_with_the_compilers_messages() {
 
 #[tokio::test]
 async fn invoke_creates_one_invocation_for_exactly_the_closure() {
-    let (fake, base) = start().await;
-    let (status, body) = post(
-        &base,
-        "/invoke",
-        json!({"table": "raw.lkp_fechas", "fully_refresh_incremental": true}),
-    )
-    .await;
+    let Api { fake, service } = Api::start().await;
+    let (status, body) = service
+        .invoke(json!({"table": "raw.lkp_fechas", "fully_refresh_incremental": true}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "RUNNING");
     assert_eq!(body["skipped"], false);
@@ -181,13 +90,10 @@ async fn invoke_creates_one_invocation_for_exactly_the_closure() {
 
 #[tokio::test]
 async fn an_empty_closure_never_creates_an_invocation() {
-    let (fake, base) = start().await;
-    let (status, body) = post(
-        &base,
-        "/invoke",
-        json!({"table": "productos", "idempotency_key": "b/data/productos.gz/1"}),
-    )
-    .await;
+    let Api { fake, service } = Api::start().await;
+    let (status, body) = service
+        .invoke(json!({"table": "productos", "idempotency_key": "b/data/productos.gz/1"}))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(
         (
@@ -202,10 +108,10 @@ async fn an_empty_closure_never_creates_an_invocation() {
 
 #[tokio::test]
 async fn a_replay_with_the_same_key_returns_the_invocation_already_created() {
-    let (fake, base) = start().await;
+    let Api { fake, service } = Api::start().await;
     let request = json!({"bucket": "out-bucket", "name": "data/20240115/lkp_fechas.gz", "generation": "1705312800123456"});
-    let (_, first) = post(&base, "/invoke", request.clone()).await;
-    let (status, second) = post(&base, "/invoke", request).await;
+    let (_, first) = service.invoke(request.clone()).await;
+    let (status, second) = service.invoke(request).await;
     assert_eq!(status, 200, "{second}");
     assert_eq!(second["invocation"], first["invocation"]);
     assert_eq!(second["replayed"], true);
@@ -215,12 +121,11 @@ async fn a_replay_with_the_same_key_returns_the_invocation_already_created() {
 
 #[tokio::test]
 async fn concurrent_replays_create_a_single_invocation() {
-    let (fake, base) = start().await;
-    post(&base, "/closure", json!({"table": "lkp_fechas"})).await;
+    let Api { fake, service } = Api::start().await;
+    service.closure(json!({"table": "lkp_fechas"})).await;
     let request =
         json!({"table": "lkp_fechas", "idempotency_key": "out-bucket/data/lkp_fechas.gz/7"});
-    let answers =
-        futures::future::join_all((0..8).map(|_| post(&base, "/invoke", request.clone()))).await;
+    let answers = futures::future::join_all((0..8).map(|_| service.invoke(request.clone()))).await;
     let mut invocations = Vec::new();
     for (status, body) in answers {
         match status {
@@ -242,11 +147,11 @@ async fn concurrent_replays_create_a_single_invocation() {
 
 #[tokio::test]
 async fn a_failed_create_frees_the_key_for_the_retry() {
-    let (fake, base) = start().await;
-    post(&base, "/closure", json!({"table": "lkp_fechas"})).await;
+    let Api { fake, service } = Api::start().await;
+    service.closure(json!({"table": "lkp_fechas"})).await;
     let request = json!({"table": "lkp_fechas", "idempotency_key": "k-1"});
     fake.handle.fail_next(503, 1);
-    let (status, body) = post(&base, "/invoke", request.clone()).await;
+    let (status, body) = service.invoke(request.clone()).await;
     assert_eq!(
         (
             status,
@@ -255,7 +160,7 @@ async fn a_failed_create_frees_the_key_for_the_retry() {
         ),
         (503, Some("dataform_unavailable"), Some(true))
     );
-    let (status, body) = post(&base, "/invoke", request).await;
+    let (status, body) = service.invoke(request).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(fake.handle.created_invocations().len(), 1);
 }
@@ -263,27 +168,27 @@ async fn a_failed_create_frees_the_key_for_the_retry() {
 #[tokio::test]
 async fn google_throttling_and_server_errors_answer_503_retryable() {
     for injected in [429, 500] {
-        let (fake, base) = start().await;
+        let Api { fake, service } = Api::start().await;
         fake.handle.fail_next(injected, 1);
-        let (status, body) = post(&base, "/closure", json!({"table": "lkp_fechas"})).await;
+        let (status, body) = service.closure(json!({"table": "lkp_fechas"})).await;
         assert_eq!(
             (status, body["error"]["retryable"].as_bool()),
             (503, Some(true)),
             "{injected}: {body}"
         );
-        let (status, _) = post(&base, "/closure", json!({"table": "lkp_fechas"})).await;
+        let (status, _) = service.closure(json!({"table": "lkp_fechas"})).await;
         assert_eq!(status, 200, "the next request compiles again");
     }
 }
 
 #[tokio::test]
 async fn status_reports_state_counts_and_failures_from_every_page() {
-    let (fake, base) = start().await;
+    let Api { fake, service } = Api::start().await;
     fake.handle.set_page_size(3);
-    let (_, created) = post(&base, "/invoke", json!({"table": "lkp_fechas"})).await;
+    let (_, created) = service.invoke(json!({"table": "lkp_fechas"})).await;
     let name = created["invocation"].as_str().unwrap();
     let id = name.rsplit('/').next().unwrap();
-    let (status, running) = get(&base, &format!("/invocations/{id}")).await;
+    let (status, running) = service.get(&format!("/invocations/{id}")).await;
     assert_eq!(status, 200, "{running}");
     assert_eq!(
         (running["state"].as_str(), running["terminal"].as_bool()),
@@ -300,13 +205,15 @@ async fn status_reports_state_counts_and_failures_from_every_page() {
             )],
         )
         .unwrap();
-    let (_, done) = get(&base, &format!("/invocations/{}", name.replace('/', "%2F"))).await;
+    let (_, done) = service
+        .get(&format!("/invocations/{}", name.replace('/', "%2F")))
+        .await;
     assert_eq!(
         (done["state"].as_str(), done["terminal"].as_bool()),
         (Some("FAILED"), Some(true))
     );
     assert_eq!(done["invocation"], name);
-    let (_, by_plain_name) = get(&base, &format!("/invocations/{name}")).await;
+    let (_, by_plain_name) = service.get(&format!("/invocations/{name}")).await;
     assert_eq!(by_plain_name, done);
     assert_eq!(
         done["failed"],
@@ -326,16 +233,16 @@ async fn status_reports_state_counts_and_failures_from_every_page() {
 
 #[tokio::test]
 async fn unknown_and_malformed_invocations_are_the_callers_fault() {
-    let (fake, base) = start().await;
-    let (status, body) = get(&base, "/invocations/does-not-exist").await;
+    let Api { fake, service } = Api::start().await;
+    let (status, body) = service.get("/invocations/does-not-exist").await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (404, Some("unknown_invocation"))
     );
-    let (status, _) = get(&base, "/invocations/bad%20id").await;
+    let (status, _) = service.get("/invocations/bad%20id").await;
     assert_eq!(status, 400);
     fake.handle.fail_next(429, 1);
-    let (status, body) = get(&base, "/invocations/whatever").await;
+    let (status, body) = service.get("/invocations/whatever").await;
     assert_eq!(
         (status, body["error"]["retryable"].as_bool()),
         (503, Some(true))
@@ -382,9 +289,7 @@ fn the_fake_converts_a_compiled_graph_into_the_apis_shape() {
 #[tokio::test]
 async fn invocations_created_and_skipped_are_published_once_and_replays_are_not() {
     const TOPIC: &str = "projects/acme-dwh-prod/topics/sigma-events";
-    let fake = FakeDataform::start(&compiled("sample_v3.compiled.json"))
-        .await
-        .unwrap();
+    let fake = sample_fake().await;
     let pubsub = sigma_fakes::pubsub::FakePubsub::start(&[TOPIC])
         .await
         .unwrap();
@@ -394,16 +299,11 @@ async fn invocations_created_and_skipped_are_published_once_and_replays_are_not(
     )
     .await
     .unwrap();
-    let state = AppState::new(config(&fake))
+    let invoker = Invoker::new(api_config(&fake.endpoint))
         .await
         .unwrap()
         .with_events(events);
-    let base = format!(
-        "http://{}",
-        sigma_shared::server::spawn(app(Arc::new(state)))
-            .await
-            .unwrap()
-    );
+    let service = Service::serve(invoker).await;
     let loaded = json!({
         "table": "lkp_fechas",
         "bucket": "company_output_bucket",
@@ -411,11 +311,11 @@ async fn invocations_created_and_skipped_are_published_once_and_replays_are_not(
         "generation": "17",
         "idempotency_key": "company_trigger_bucket/data/20240115/lkp_fechas.gz.encrypted/16",
     });
-    let (status, created) = post(&base, "/invoke", loaded.clone()).await;
+    let (status, created) = service.invoke(loaded.clone()).await;
     assert_eq!(status, 200, "{created}");
-    let (status, replay) = post(&base, "/invoke", loaded).await;
+    let (status, replay) = service.invoke(loaded).await;
     assert_eq!((status, &replay["replayed"]), (200, &json!(true)));
-    let (status, _) = post(&base, "/invoke", json!({"table": "productos"})).await;
+    let (status, _) = service.invoke(json!({"table": "productos"})).await;
     assert_eq!(status, 200);
 
     let messages = pubsub.wait_for(2).await;

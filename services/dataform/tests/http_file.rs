@@ -1,43 +1,18 @@
 //! The HTTP contract with a compiled graph file as the source (the offline default).
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
+use common::{Service, file_config};
 use serde_json::{Value, json};
-use sigma_dataform::config::{Config, GraphOrigin};
-use sigma_dataform::{AppState, app};
 
-async fn serve(fixture: &str) -> String {
-    let config = Config {
-        origin: GraphOrigin::File(PathBuf::from(format!(
-            "{}/tests/fixtures/{fixture}",
-            env!("CARGO_MANIFEST_DIR")
-        ))),
-        ttl: Duration::from_secs(60),
-        state_bucket: None,
-    };
-    let state = AppState::new(config).await.unwrap();
-    let address = sigma_shared::server::spawn(app(Arc::new(state)))
-        .await
-        .unwrap();
-    format!("http://{address}")
-}
-
-async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
+async fn serve(fixture: &str) -> Service {
+    Service::start(file_config(fixture)).await
 }
 
 #[tokio::test]
 async fn closure_answers_source_actions_in_dependency_order_and_count() {
-    let base = serve("sample_v3.compiled.json").await;
-    let (status, body) = post(&base, "/closure", json!({"table": "lkp_fechas"})).await;
+    let service = serve("sample_v3.compiled.json").await;
+    let (status, body) = service.closure(json!({"table": "lkp_fechas"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["source"],
@@ -57,18 +32,12 @@ async fn closure_answers_source_actions_in_dependency_order_and_count() {
 
 #[tokio::test]
 async fn the_table_is_derived_from_the_loaded_object_or_taken_from_the_registry() {
-    let base = serve("sample_v3.compiled.json").await;
-    let (status, body) = post(
-        &base,
-        "/closure",
-        json!({"bucket": "out-bucket", "name": "data/20240115/lkp_fechas.gz"}),
-    )
-    .await;
+    let service = serve("sample_v3.compiled.json").await;
+    let (status, body) = service
+        .closure(json!({"bucket": "out-bucket", "name": "data/20240115/lkp_fechas.gz"}))
+        .await;
     assert_eq!((status, body["count"].clone()), (200, json!(16)), "{body}");
-    let (_, body) = post(
-        &base,
-        "/closure",
-        json!({"bucket": "out-bucket", "name": "data/20240115/fechas.gz", "dataform_table": "raw.siniestros"}),
+    let (_, body) = service.closure(json!({"bucket": "out-bucket", "name": "data/20240115/fechas.gz", "dataform_table": "raw.siniestros"}),
     )
     .await;
     assert_eq!(body["source"]["name"], "siniestros");
@@ -77,8 +46,8 @@ async fn the_table_is_derived_from_the_loaded_object_or_taken_from_the_registry(
 
 #[tokio::test]
 async fn ambiguous_unknown_and_invalid_names_are_the_callers_fault() {
-    let base = serve("sample_v3.compiled.json").await;
-    let (status, body) = post(&base, "/closure", json!({"table": "clientes"})).await;
+    let service = serve("sample_v3.compiled.json").await;
+    let (status, body) = service.closure(json!({"table": "clientes"})).await;
     assert_eq!(status, 409);
     assert_eq!(body["error"]["code"], "ambiguous_table");
     assert_eq!(body["error"]["retryable"], false);
@@ -88,7 +57,7 @@ async fn ambiguous_unknown_and_invalid_names_are_the_callers_fault() {
             .unwrap()
             .contains("acme-dwh-prod.staging.clientes")
     );
-    let (status, body) = post(&base, "/closure", json!({"table": "raw.no_existe"})).await;
+    let (status, body) = service.closure(json!({"table": "raw.no_existe"})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (404, Some("unknown_table"))
@@ -99,7 +68,7 @@ async fn ambiguous_unknown_and_invalid_names_are_the_callers_fault() {
         json!({"bucket": "b", "name": "../x"}),
         json!({"table": 3}),
     ] {
-        let (status, body) = post(&base, "/closure", bad.clone()).await;
+        let (status, body) = service.closure(bad.clone()).await;
         assert_eq!(
             (status, body["error"]["code"].as_str()),
             (400, Some("invalid_request")),
@@ -110,18 +79,15 @@ async fn ambiguous_unknown_and_invalid_names_are_the_callers_fault() {
 
 #[tokio::test]
 async fn invoke_without_dependents_is_skipped_and_dry_run_shows_the_closure() {
-    let base = serve("sample_v3.compiled.json").await;
-    let (status, body) = post(&base, "/invoke", json!({"table": "productos"})).await;
+    let service = serve("sample_v3.compiled.json").await;
+    let (status, body) = service.invoke(json!({"table": "productos"})).await;
     assert_eq!(status, 200);
     assert_eq!(body["invocation"], Value::Null);
     assert_eq!(body["skipped"], true);
     assert_eq!(body["actions"], json!([]));
-    let (status, body) = post(
-        &base,
-        "/invoke",
-        json!({"table": "lkp_fechas", "dry_run": true}),
-    )
-    .await;
+    let (status, body) = service
+        .invoke(json!({"table": "lkp_fechas", "dry_run": true}))
+        .await;
     assert_eq!(
         (status, body["count"].clone(), body["invocation"].clone()),
         (200, json!(16), Value::Null)
@@ -130,8 +96,8 @@ async fn invoke_without_dependents_is_skipped_and_dry_run_shows_the_closure() {
 
 #[tokio::test]
 async fn invoke_needs_the_api_when_the_graph_comes_from_a_file() {
-    let base = serve("sample_v3.compiled.json").await;
-    let (status, body) = post(&base, "/invoke", json!({"table": "lkp_fechas"})).await;
+    let service = serve("sample_v3.compiled.json").await;
+    let (status, body) = service.invoke(json!({"table": "lkp_fechas"})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (501, Some("invocations_unavailable"))
@@ -140,8 +106,8 @@ async fn invoke_needs_the_api_when_the_graph_comes_from_a_file() {
 
 #[tokio::test]
 async fn a_graph_file_with_compilation_errors_answers_422_with_the_messages() {
-    let base = serve("broken_v3.compiled.json").await;
-    let (status, body) = post(&base, "/closure", json!({"table": "x"})).await;
+    let service = serve("broken_v3.compiled.json").await;
+    let (status, body) = service.closure(json!({"table": "x"})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (422, Some("compilation_failed"))
