@@ -9,6 +9,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::redact::redact;
+
 /// What a service error must say about itself to be answered over HTTP.
 ///
 /// `retryable` defaults to the HTTP convention (429 and 5xx are transient) so that an enum
@@ -50,11 +52,14 @@ struct Body<'a> {
 }
 
 impl ApiError {
+    /// The message is redacted here, the one door every answer and its log line pass
+    /// through, so a session URL quoted by a transport error can never leave the service.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        let message = message.into();
         Self {
             status,
             code,
-            message: message.into(),
+            message: redact(&message).into_owned(),
             retryable: is_transient(status),
         }
     }
@@ -63,7 +68,7 @@ impl ApiError {
         Self {
             status: error.status(),
             code: error.code(),
-            message: error.to_string(),
+            message: redact(&error.to_string()).into_owned(),
             retryable: error.retryable(),
         }
     }
@@ -131,6 +136,17 @@ mod tests {
         assert!(!is_transient(StatusCode::NOT_IMPLEMENTED));
         assert!(!is_transient(StatusCode::BAD_REQUEST));
         assert!(!is_transient(StatusCode::UNPROCESSABLE_ENTITY));
+    }
+
+    #[test]
+    fn answers_never_carry_a_session_url() {
+        let e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "interrupted",
+            "writing failed: error sending request for url (http://127.0.0.2/upload/storage/v1/b/o/o?uploadType=resumable&upload_id=SECRET)",
+        );
+        assert!(!e.body().to_string().contains("upload_id"), "{}", e.body());
+        assert!(!e.message.contains("SECRET"));
     }
 
     #[test]

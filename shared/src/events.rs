@@ -22,11 +22,13 @@ use google_cloud_pubsub::client::Publisher;
 use google_cloud_pubsub::model::Message;
 use google_cloud_pubsub::retry_policy::RetryableErrors;
 use serde::{Serialize, Serializer};
+use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::config::{self, ConfigError};
 use crate::object::{Generation, ObjectRef};
+use crate::redact::redact;
 
 /// `projects/PROJECT/topics/TOPIC`; unset means events are off.
 pub const TOPIC_VAR: &str = "EVENTS_TOPIC";
@@ -59,6 +61,9 @@ pub enum EventType {
     Launched,
     /// sigma-dataflow found the job already launched for this object and reused it.
     Adopted,
+    /// sigma-dataflow refused a new version of the pipeline registry and kept serving the
+    /// one it had.
+    RegistryRejected,
     /// sigma-dataform created a workflow invocation.
     Invoked,
     /// sigma-dataform had nothing to run (or had already run it) and created no invocation.
@@ -66,11 +71,12 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 7] = [
         Self::Decrypted,
         Self::Rejected,
         Self::Launched,
         Self::Adopted,
+        Self::RegistryRejected,
         Self::Invoked,
         Self::Skipped,
     ];
@@ -81,6 +87,7 @@ impl EventType {
             Self::Rejected => "sigma.decrypt.rejected",
             Self::Launched => "sigma.dataflow.launched",
             Self::Adopted => "sigma.dataflow.adopted",
+            Self::RegistryRejected => "sigma.dataflow.registry_rejected",
             Self::Invoked => "sigma.dataform.invoked",
             Self::Skipped => "sigma.dataform.skipped",
         }
@@ -90,7 +97,7 @@ impl EventType {
     pub const fn service(self) -> &'static str {
         match self {
             Self::Decrypted | Self::Rejected => "sigma-decrypt",
-            Self::Launched | Self::Adopted => "sigma-dataflow",
+            Self::Launched | Self::Adopted | Self::RegistryRejected => "sigma-dataflow",
             Self::Invoked | Self::Skipped => "sigma-dataform",
         }
     }
@@ -160,8 +167,8 @@ impl Event {
         self
     }
 
-    /// The message attributes: only the fields present, and none longer than Pub/Sub allows
-    /// (the data still carries them in full).
+    /// The message attributes: only the fields present, each shortened to fit Pub/Sub's
+    /// limit (the data still carries them in full).
     fn attributes(&self) -> HashMap<String, String> {
         [
             ("event_type", Some(self.event_type.as_str().to_owned())),
@@ -172,17 +179,41 @@ impl Event {
         .into_iter()
         .filter_map(|(key, value)| {
             value
-                .filter(|v| !v.is_empty() && v.len() <= MAX_ATTRIBUTE_VALUE)
-                .map(|v| (key.to_owned(), v))
+                .filter(|v| !v.is_empty())
+                .map(|v| (key.to_owned(), fit_attribute(v)))
         })
         .collect()
     }
 
+    /// The data is redacted as a whole: details quote error messages, which may quote the
+    /// URL a Google call failed on.
     fn to_message(&self) -> serde_json::Result<Message> {
+        let data = serde_json::to_string(self)?;
         Ok(Message::new()
-            .set_data(serde_json::to_vec(self)?)
+            .set_data(redact(&data).into_owned())
             .set_attributes(self.attributes()))
     }
+}
+
+/// A value that fits in an attribute: itself when short enough, else its longest prefix
+/// that leaves room for `~` and a hash of the whole value. Subscription filters on a prefix
+/// (`hasPrefix(attributes.object, "gs://b/data/")`) keep working, and two long names that
+/// share the prefix still differ.
+fn fit_attribute(value: String) -> String {
+    const HASH_HEX: usize = 16;
+    if value.len() <= MAX_ATTRIBUTE_VALUE {
+        return value;
+    }
+    let digest = Sha256::digest(value.as_bytes());
+    let hash: String = digest[..HASH_HEX / 2]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut end = MAX_ATTRIBUTE_VALUE - HASH_HEX - 1;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}~{hash}", &value[..end])
 }
 
 /// A Pub/Sub topic name, `projects/PROJECT/topics/TOPIC`, as Pub/Sub accepts it.
@@ -378,6 +409,7 @@ mod tests {
                 "sigma.decrypt.rejected",
                 "sigma.dataflow.launched",
                 "sigma.dataflow.adopted",
+                "sigma.dataflow.registry_rejected",
                 "sigma.dataform.invoked",
                 "sigma.dataform.skipped",
             ]
@@ -445,15 +477,23 @@ mod tests {
     }
 
     #[test]
-    fn attributes_too_long_for_pubsub_are_left_to_the_data() {
+    fn attributes_too_long_for_pubsub_are_shortened_uniquely_and_the_data_keeps_them_whole() {
         let long = ObjectRef::new(
             "trigger".parse().unwrap(),
             "d/".repeat(510).parse().unwrap(),
         );
+        let sibling = ObjectRef::new(
+            "trigger".parse().unwrap(),
+            format!("{}x", "d/".repeat(510)).parse().unwrap(),
+        );
         let event =
             Event::new(EventType::Decrypted, long.clone()).generation(Generation::new(7).unwrap());
         let attributes = event.attributes();
-        assert!(!attributes.contains_key("object"));
+        let object = &attributes["object"];
+        assert!(object.len() <= MAX_ATTRIBUTE_VALUE, "{}", object.len());
+        assert!(object.starts_with("gs://trigger/d/d/"));
+        let other = Event::new(EventType::Decrypted, sibling).attributes()["object"].clone();
+        assert_ne!(object, &other, "two long names must not share an attribute");
         assert_eq!(attributes["generation"], "7");
         let message = event.to_message().unwrap();
         let data: serde_json::Value = serde_json::from_slice(&message.data).unwrap();

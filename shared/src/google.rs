@@ -8,6 +8,8 @@ use axum::http::StatusCode;
 use google_cloud_gax::error::Error as GaxError;
 use google_cloud_gax::error::rpc::Code;
 
+use crate::redact::redact;
+
 /// What a failed Google call means for the request that made it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
@@ -23,26 +25,19 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// The RPC code decides when Google sent one: it says what happened, while the HTTP
+    /// status only says how it was carried (Dataform answers ABORTED, a transient conflict,
+    /// over HTTP 409). Errors without a code fall back to the HTTP status, then to what
+    /// went wrong on the way.
     pub fn of(error: &GaxError) -> Self {
+        if let Some(failure) = error.status().and_then(|status| Self::of_code(status.code)) {
+            return failure;
+        }
         if let Some(status) = error.http_status_code() {
             return Self::of_http(status);
         }
-        if let Some(status) = error.status() {
-            return match status.code {
-                Code::NotFound => Self::NotFound,
-                Code::FailedPrecondition => Self::PreconditionFailed,
-                Code::AlreadyExists => Self::Rejected(StatusCode::CONFLICT),
-                Code::PermissionDenied => Self::Rejected(StatusCode::FORBIDDEN),
-                Code::Unauthenticated => Self::Rejected(StatusCode::UNAUTHORIZED),
-                Code::InvalidArgument | Code::OutOfRange => Self::Rejected(StatusCode::BAD_REQUEST),
-                Code::Unavailable
-                | Code::DeadlineExceeded
-                | Code::ResourceExhausted
-                | Code::Internal
-                | Code::Aborted
-                | Code::Unknown => Self::Transient,
-                _ => Self::Unexpected,
-            };
+        if is_damaged_download(error) {
+            return Self::Transient;
         }
         if error.is_timeout()
             || error.is_io()
@@ -55,6 +50,28 @@ impl Failure {
             return Self::Transient;
         }
         Self::Unexpected
+    }
+
+    /// `None` for the codes that say nothing (`OK`, `UNKNOWN`: what Google's JSON APIs report
+    /// when their error has no `status`), so the HTTP status decides instead.
+    pub fn of_code(code: Code) -> Option<Self> {
+        Some(match code {
+            Code::Ok | Code::Unknown => return None,
+            Code::NotFound => Self::NotFound,
+            Code::FailedPrecondition => Self::PreconditionFailed,
+            Code::AlreadyExists => Self::Rejected(StatusCode::CONFLICT),
+            Code::PermissionDenied => Self::Rejected(StatusCode::FORBIDDEN),
+            Code::Unauthenticated => Self::Rejected(StatusCode::UNAUTHORIZED),
+            Code::InvalidArgument | Code::OutOfRange => Self::Rejected(StatusCode::BAD_REQUEST),
+            Code::Unimplemented => Self::Rejected(StatusCode::NOT_IMPLEMENTED),
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Internal
+            | Code::Aborted
+            | Code::Cancelled => Self::Transient,
+            _ => Self::Unexpected,
+        })
     }
 
     pub fn of_http(status: u16) -> Self {
@@ -87,12 +104,34 @@ impl Failure {
 
 /// The human part of a Google error: its status message when there is one, so callers see
 /// Google's own words ("Bucket not found") rather than a Rust debug dump.
+/// Redacted: transport errors quote the URL they failed on, which for an upload is the
+/// session URL, a credential.
 pub fn message(error: &GaxError) -> String {
-    error
+    let message = error
         .status()
         .map(|s| s.message.clone())
         .filter(|m| !m.is_empty())
-        .unwrap_or_else(|| error.to_string())
+        .unwrap_or_else(|| error.to_string());
+    redact(&message).into_owned()
+}
+
+/// A download whose bytes did not match the checksums Cloud Storage announced, or that
+/// ended early: the object is fine, the transfer was not, so reading again will do.
+fn is_damaged_download(error: &GaxError) -> bool {
+    use google_cloud_storage::error::ReadError;
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(read) = cause.downcast_ref::<ReadError>() {
+            return matches!(
+                read,
+                ReadError::ChecksumMismatch(_)
+                    | ReadError::ShortRead(_)
+                    | ReadError::LongRead { .. }
+            );
+        }
+        source = cause.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -121,5 +160,72 @@ mod tests {
         }
         assert_eq!(Failure::Transient.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(!Failure::of_http(403).retryable());
+    }
+
+    fn service_error(http: u16, rpc: &str) -> GaxError {
+        let body = serde_json::json!({"error": {"code": http, "message": "m", "status": rpc}});
+        GaxError::http(http, http::HeaderMap::new(), body.to_string().into())
+    }
+
+    #[test]
+    fn the_rpc_code_decides_before_the_http_status() {
+        let aborted = GaxError::service_with_http_metadata(
+            google_cloud_gax::error::rpc::Status::default()
+                .set_code(Code::Aborted)
+                .set_message("concurrent update"),
+            Some(409),
+            None,
+        );
+        assert_eq!(Failure::of(&aborted), Failure::Transient);
+        assert!(Failure::of(&aborted).retryable());
+        let exists = GaxError::service_with_http_metadata(
+            google_cloud_gax::error::rpc::Status::default().set_code(Code::AlreadyExists),
+            Some(409),
+            None,
+        );
+        assert_eq!(
+            Failure::of(&exists),
+            Failure::Rejected(StatusCode::CONFLICT)
+        );
+    }
+
+    #[test]
+    fn errors_without_an_rpc_code_fall_back_to_the_http_status() {
+        let unknown = GaxError::service_with_http_metadata(
+            google_cloud_gax::error::rpc::Status::default().set_code(Code::Unknown),
+            Some(412),
+            None,
+        );
+        assert_eq!(Failure::of(&unknown), Failure::PreconditionFailed);
+        assert_eq!(
+            Failure::of(&service_error(403, "")),
+            Failure::Rejected(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            Failure::of(&service_error(401, "")),
+            Failure::Rejected(StatusCode::UNAUTHORIZED)
+        );
+    }
+
+    #[test]
+    fn a_damaged_download_is_worth_reading_again() {
+        use google_cloud_storage::error::{ChecksumMismatch, ReadError};
+        let mismatch = GaxError::deser(ReadError::ChecksumMismatch(ChecksumMismatch::Crc32c {
+            got: 1,
+            want: 2,
+        }));
+        assert_eq!(Failure::of(&mismatch), Failure::Transient);
+        assert_eq!(
+            Failure::of(&GaxError::deser(ReadError::ShortRead(3))),
+            Failure::Transient
+        );
+    }
+
+    #[test]
+    fn messages_never_carry_a_session_url() {
+        let error = GaxError::io(
+            "error sending request for url (http://h/upload/storage/v1/b/b/o?uploadType=resumable&upload_id=SECRET)",
+        );
+        assert!(!message(&error).contains("SECRET"), "{}", message(&error));
     }
 }

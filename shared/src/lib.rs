@@ -13,6 +13,7 @@ pub mod events;
 pub mod extract;
 pub mod google;
 pub mod object;
+pub mod redact;
 pub mod server;
 pub mod storage;
 pub mod telemetry;

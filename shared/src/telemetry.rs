@@ -7,31 +7,92 @@
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
 };
+use std::io::Write;
+
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+use crate::redact::redact;
+
 /// The project that trace ids are reported under; Cloud Run does not set it by itself.
 pub const PROJECT_VAR: &str = "GOOGLE_CLOUD_PROJECT";
 
-/// Installs the JSON logger (level from `RUST_LOG`, default `info`). Safe to call twice;
-/// the second call does nothing, so tests may start several services in one process.
+/// Installs the JSON logger on stdout (level from `RUST_LOG`, default `info`). Safe to call
+/// twice; the second call does nothing, so tests may start several services in one process.
 pub fn init() {
+    init_with_writer(std::io::stdout);
+}
+
+/// [`init`] writing to `writer` instead of stdout: tests capture the log lines to prove what
+/// they never contain. Every line is redacted on its way out, whatever logged it.
+pub fn init_with_writer<W>(writer: W)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let provider = opentelemetry_sdk::trace::TracerProvider::builder().build();
     let tracer = provider.tracer("sigma");
     let otel = tracing_opentelemetry::layer().with_tracer(tracer);
+    let layer = tracing_stackdriver::layer().with_writer(Redacting(writer));
     let stackdriver = match crate::config::optional(PROJECT_VAR) {
-        Some(project_id) => tracing_stackdriver::layer()
+        Some(project_id) => layer
             .with_cloud_trace(tracing_stackdriver::CloudTraceConfiguration { project_id })
             .boxed(),
-        None => tracing_stackdriver::layer().boxed(),
+        None => layer.boxed(),
     };
     let _ = tracing_subscriber::registry()
         .with(otel)
         .with(stackdriver.with_filter(filter))
         .try_init();
+}
+
+/// Wraps the log destination so each line is redacted before it is written: a log line
+/// that quotes a Google error (and so maybe a resumable-upload session URL) never reaches
+/// Cloud Logging with the credential in it, whichever code logged it.
+struct Redacting<W>(W);
+
+impl<'a, W: MakeWriter<'a>> MakeWriter<'a> for Redacting<W> {
+    type Writer = RedactedLine<W::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactedLine {
+            line: Vec::new(),
+            inner: self.0.make_writer(),
+        }
+    }
+}
+
+/// One log line, held until it is complete (the formatter writes it in pieces) and then
+/// written redacted in one piece.
+struct RedactedLine<W: Write> {
+    line: Vec<u8>,
+    inner: W,
+}
+
+impl<W: Write> Write for RedactedLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.line.is_empty() {
+            return Ok(());
+        }
+        let line = std::mem::take(&mut self.line);
+        let text = String::from_utf8_lossy(&line);
+        self.inner.write_all(redact(&text).as_bytes())?;
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> Drop for RedactedLine<W> {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
 }
 
 /// A trace the caller is part of, from `traceparent` (W3C) or `X-Cloud-Trace-Context`
@@ -121,6 +182,23 @@ impl TraceParent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_lines_are_redacted_before_they_are_written() {
+        let mut sink = Vec::new();
+        {
+            let mut line = RedactedLine {
+                line: Vec::new(),
+                inner: &mut sink,
+            };
+            line.write_all(b"{\"message\":\"upload failed: http://h/upload?upload_id=")
+                .unwrap();
+            line.write_all(b"SECRET\"}\n").unwrap();
+        }
+        let written = String::from_utf8(sink).unwrap();
+        assert!(!written.contains("SECRET"), "{written}");
+        assert!(written.ends_with("}\n"));
+    }
 
     #[test]
     fn w3c_traceparent_is_parsed() {

@@ -6,6 +6,7 @@
 
 pub mod dataflow;
 pub mod dataform;
+pub mod faults;
 pub mod gcs;
 pub mod metadata;
 pub mod pubsub;
