@@ -90,16 +90,18 @@ def report(stack: Stack, result: dict, plaintext: bytes) -> None:
     job = result["job"]
     print(f"  launch               {seconds['launch']:6.2f}s  {job['entity']} {job['fecha_lote']}: "
           f"Dataflow job {job['name']} ({job['id']}){' adopted' if job['adopted'] else ''}")
-    print(f"  Dataflow job         {seconds['dataflow_job']:6.2f}s  states {' -> '.join(dedupe(job['states']))}")
+    print(f"  Dataflow job         {seconds['dataflow_job']:6.2f}s  states {' -> '.join(job['states'])}")
     dataform = result["dataform"]
     if dataform["skipped"]:
         print(f"  Dataform             {seconds['dataform_invoke']:6.2f}s  nothing depends on {dataform['table']}")
     else:
-        print(f"  Dataform invoke      {seconds['dataform_invoke']:6.2f}s  {len(dataform['actions'])} actions depend on "
+        print(f"  Dataform invoke      {seconds['dataform_invoke']:6.2f}s  {dataform['count']} actions depend on "
               f"{dataform['table']}: {dataform['invocation']}")
         print(f"  Dataform invocation  {seconds['dataform_invocation']:6.2f}s  {dataform['state']} {dataform['action_states']}")
-        for action in dataform["actions"]:
+        for action in dataform["actions_sample"]:
             print(f"      {action['type']:<12} {action['database']}.{action['schema']}.{action['name']}")
+        if dataform["count"] > len(dataform["actions_sample"]):
+            print(f"      ... and {dataform['count'] - len(dataform['actions_sample'])} more (GET /invocations on sigma-dataform)")
     print(f"  total                {seconds['total']:6.2f}s")
 
 
@@ -109,10 +111,6 @@ def events(stack: Stack) -> None:
         attributes = message["attributes"]
         print(f"  {attributes.get('event_type', '?'):<24} {attributes.get('object', '')}"
               f"  {' '.join(f'{k}={v}' for k, v in sorted(attributes.items()) if k not in ('event_type', 'object'))}")
-
-
-def dedupe(states: list[str]) -> list[str]:
-    return [s for i, s in enumerate(states) if i == 0 or states[i - 1] != s]
 
 
 if __name__ == "__main__":

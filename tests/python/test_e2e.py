@@ -41,7 +41,9 @@ def test_upload_is_decrypted_loaded_and_its_dataform_closure_run(stack):
     event = upload(stack, "data/20240115/lkp_fechas.gz.encrypted", plaintext)
     invocations_before = len(stack.fakes_api.invocations())
 
-    result = stack.workflow().run(event)
+    workflow = stack.workflow()
+
+    result = workflow.run(event)
 
     assert result["status"] == "succeeded"
     assert result["decrypted"]["name"] == "data/20240115/lkp_fechas.gz"
@@ -50,7 +52,11 @@ def test_upload_is_decrypted_loaded_and_its_dataform_closure_run(stack):
     assert result["job"]["state"] == "SUCCEEDED"
     assert result["dataform"]["state"] == "SUCCEEDED"
     assert result["dataform"]["skipped"] is False
-    assert len(result["dataform"]["actions"]) == 16
+    assert result["dataform"]["count"] == 16
+    assert len(result["dataform"]["actions_sample"]) == 16
+    states = result["job"]["states"]
+    assert states[-1] == "SUCCEEDED"
+    assert all(before != after for before, after in zip(states, states[1:])), "each state once"
     assert set(result["seconds"]) >= {"decrypt", "launch", "dataflow_job", "dataform_invoke", "dataform_invocation", "total"}
     launches = stack.fakes_api.launches("lkp-fechas-2024-01-15")
     assert len(launches) == 1
@@ -60,6 +66,9 @@ def test_upload_is_decrypted_loaded_and_its_dataform_closure_run(stack):
     assert outcome["attributes"]["event_type"] == "sigma.chain.succeeded"
     assert outcome["attributes"]["entity"] == "lkp_fechas"
     assert outcome["data"]["detail"]["job"]["id"] == result["job"]["id"]
+    service_calls = [call for call in workflow.calls if call.audience is not None]
+    assert {call.audience for call in service_calls} == set(stack.urls.values())
+    assert all(call.url.startswith(call.audience + "/") for call in service_calls)
 
 
 @pytest.mark.parametrize(
@@ -144,7 +153,8 @@ def test_table_nothing_depends_on_succeeds_without_an_invocation(stack):
 
     assert result["status"] == "succeeded"
     assert result["dataform"]["skipped"] is True
-    assert result["dataform"]["actions"] == []
+    assert result["dataform"]["count"] == 0
+    assert result["dataform"]["actions_sample"] == []
     assert "invocation" not in result["dataform"]
     assert len(stack.fakes_api.invocations()) == invocations_before
 
@@ -204,3 +214,20 @@ def test_invocation_still_running_at_the_poll_deadline_fails_the_execution(stack
     assert error["invocation"].startswith("projects/")
     (failure,) = chain_events(stack, event)
     assert failure["data"]["detail"]["step"] == "dataform_invocation"
+
+
+def test_failure_event_of_an_object_name_too_long_for_an_attribute_is_published_shortened(stack):
+    name = "data/20240115/" + "n" * 973 + ".gz.encrypted"
+    event = upload(stack, name)
+    source = f"gs://{TRIGGER_BUCKET}/{name}"
+    assert len(source.encode()) > 1024
+
+    run_failing(stack.workflow(), event)
+
+    (failure,) = [
+        m for m in stack.fakes_api.messages()
+        if m["attributes"]["event_type"] == "sigma.chain.failed" and m["data"]["object"] == source
+    ]
+    attribute = failure["attributes"]["object"]
+    assert len(attribute.encode()) <= 1024
+    assert attribute.startswith(source[:240] + "...sha256:")

@@ -18,6 +18,14 @@ EMULATOR = resources.files("workflows_emulator")
 
 HTTP_CALLS = {"http.get", "http.post", "http.put", "http.patch", "http.delete", "http.request"}
 STDLIB_CALLS = {"sys.sleep", "sys.log"}
+#: Cloud Workflows' standard library modules and helpers: a variable of one of these names
+#: would hide it (workflows-emulator resolves the library first, Cloud Workflows refuses it).
+STDLIB_NAMES = {
+    "base64", "events", "hash", "http", "json", "list", "map", "math", "retry", "sys", "text", "time", "uuid",
+    "default", "double", "get_type", "int", "keys", "len", "string",
+}
+#: What Cloud Workflows' get_type returns (workflows-emulator returns Python's names instead).
+CLOUD_TYPE_NAMES = {"bool", "bytes", "double", "integer", "list", "map", "null", "string"}
 SPECIAL_TARGETS = {"end", "break", "continue"}
 #: Keys of a step that hold nested step lists.
 NESTED = ("steps",)
@@ -113,13 +121,40 @@ def connector_exists(call: str) -> bool:
     return method in node.get("methods", {})
 
 
-def test_every_http_call_has_oidc_an_integer_timeout_and_the_transient_retry(workflow):
-    calls = [(sub, name, step) for sub, name, step, _ in all_steps(workflow) if step.get("call") in HTTP_CALLS]
+def http_calls(workflow: dict) -> list[tuple[str, str, dict]]:
+    return [(sub, name, step) for sub, name, step, _ in all_steps(workflow) if step.get("call") in HTTP_CALLS]
+
+
+def init_assignments(workflow: dict) -> dict[str, Any]:
+    (init,) = [step for sub, name, step, _ in all_steps(workflow) if sub == "main" and name == "init"]
+    return {k: v for entry in init["assign"] for k, v in entry.items()}
+
+
+def test_every_oidc_call_has_its_service_root_as_audience(workflow):
+    """Cloud Run checks the token's audience; the default one is the full URL with its path."""
+    roots = {
+        f"${{{variable}}}": value
+        for variable, value in init_assignments(workflow).items()
+        if variable.endswith("_url")
+    }
+    assert set(roots) == {"${decrypt_url}", "${dataflow_url}", "${dataform_url}"}
+    for audience, value in roots.items():
+        env = audience[2:-5].upper() + "_URL"
+        assert value == f'${{text.replace_all_regex(sys.get_env("{env}", ""), "/+$", "")}}', audience
+    calls = http_calls(workflow)
     assert calls
     for sub, name, step in calls:
-        assert step["args"]["auth"] == {"type": "OIDC"}, (sub, name)
+        auth = step["args"]["auth"]
+        assert auth["type"] == "OIDC", (sub, name)
+        assert auth.get("audience") in roots, (sub, name)
+        assert step["args"]["url"].startswith(auth["audience"][:-1] + ' + "/'), (sub, name)
+
+
+def test_every_http_call_has_an_integer_timeout_and_the_transient_retry(workflow):
+    calls = http_calls(workflow)
+    assert calls
+    for sub, name, step in calls:
         assert isinstance(step["args"]["timeout"], int), (sub, name)
-        assert step["args"]["url"].startswith("${sys.get_env(\""), (sub, name)
     retried = [
         step["try"]
         for _, _, step, _ in all_steps(workflow)
@@ -176,6 +211,26 @@ def test_sleeps_are_whole_seconds_from_the_integer_interval(workflow):
     assert sleeps
     for step in sleeps:
         assert step["args"]["seconds"] == "${interval}"
-    init = next(step for _, name, step, _ in all_steps(workflow) if name == "job_poll_start")
-    assigned = {k: v for entry in init["assign"] for k, v in entry.items()}
-    assert assigned["interval"].startswith("${int(")
+    settings = next(step for _, name, step, _ in all_steps(workflow) if name == "read_poll_settings")
+    assigned = {k: v for entry in settings["assign"] for k, v in entry.items()}
+    assert assigned["interval"] == "${int(interval_setting)}"
+
+
+def test_get_type_is_compared_only_with_names_cloud_workflows_returns(workflow):
+    compared = set()
+    for value in strings(workflow):
+        compared |= set(re.findall(r'get_type\([^()]*(?:\([^()]*\))?[^()]*\)\s*[!=]=\s*"([^"]*)"', value))
+    assert compared, "the workflow compares get_type results"
+    assert compared <= CLOUD_TYPE_NAMES
+
+
+def test_no_variable_hides_a_standard_library_name(workflow):
+    hiding = []
+    for sub, name, step, _ in all_steps(workflow):
+        assigned = [next(iter(entry)).split(".")[0].split("[")[0] for entry in step.get("assign", [])]
+        assigned += [step["result"]] if "result" in step else []
+        assigned += [step["except"]["as"]] if "except" in step else []
+        hiding += [f"{sub}/{name}: {variable}" for variable in assigned if variable in STDLIB_NAMES]
+    for sub, definition in workflow.items():
+        hiding += [f"{sub}: parameter {p}" for p in definition.get("params", []) if p in STDLIB_NAMES]
+    assert not hiding

@@ -1,13 +1,31 @@
-"""workflows/sigma.yaml run in-process by workflows-emulator, wrapped for what it cannot do offline.
+"""workflows/sigma.yaml run in-process by workflows-emulator, made as strict as Cloud Workflows.
 
-The emulator is used as an installed test tool, unchanged, with three things swapped in around
-it for the duration of a run:
+The emulator is an installed test tool, used unchanged. It is kinder than Cloud Workflows in
+ways a workflow can come to depend on, so for the duration of a run this module swaps in,
+around it, what Cloud Workflows documents:
 
-- its HTTP request function: `auth: {type: OIDC}` (which it refuses) and OAuth2 are replaced by
-  a fake bearer token, as Cloud Workflows would attach a real one; `https://*.googleapis.com`
-  connector URLs go to the local fakes; and connection errors and timeouts become the
-  `ConnectionError`/`TimeoutError` workflow errors Cloud Workflows raises (the emulator lets
-  them escape as uncatchable Python exceptions);
+- **HTTP** (`http.*` calls and `googleapis.*` connectors go through `_Run.request`):
+  - `auth` is dropped (the emulator refuses OIDC) and a fake bearer token is sent, as Cloud
+    Workflows would attach a real one; the OIDC audience each call would get (its
+    `auth.audience`, or by default the full URL) is recorded in `Workflow.calls`;
+  - `https://NAME.googleapis.com/` goes to the local fake for NAME; any other Google URL is
+    refused, so no test ever calls Google;
+  - an error status raises the error map Cloud Workflows raises: tags `["HttpError"]` (the
+    emulator says `HTTPError`), message `HTTP server responded with error code N`, `code`,
+    `headers`, and `body` parsed as JSON only when the response's Content-Type says JSON (else
+    the text). A refused connection raises `ConnectionFailedError`, a broken one
+    `ConnectionError`, a timed-out call `TimeoutError` (the emulator lets all three escape as
+    uncatchable Python exceptions);
+- **types**: `get_type` answers Cloud Workflows' names (`integer`, `double`, `string`, `bool`,
+  `null`, `list`, `map`, `bytes`) where the emulator answers Python's (`int`, `float`) and
+  fails on its own attribute dicts, so a workflow written against the emulator's names fails
+  here as it would in the cloud;
+- **`hash.compute_checksum`**, which the emulator lacks (MD5, SHA1, SHA224, SHA256, SHA384,
+  SHA512; bytes in, bytes out; TypeError/ValueError as documented);
+- **limits** (Cloud Workflows' quotas page): an HTTP response over 2 MB, any string value over
+  256 KB (stored or only computed, e.g. a message's base64 data), and the variables of all
+  live frames together over 512 KB raise a `ResourceLimitError`. The variables' size (their
+  compact JSON) is measured after every step; the peak of a run is `Workflow.peak_variable_bytes`;
 - the process environment: the workflow's env vars and the built-in
   `GOOGLE_CLOUD_WORKFLOW_EXECUTION_ID` etc. that `sys.get_env` reads;
 - its assign lock, with a re-entrant one: after an expression error inside `assign` the
@@ -15,23 +33,29 @@ it for the duration of a run:
 - how a map value turns into text when a whole-value expression (`${e}`) yields a map: the
   emulator prints it as a Python repr and parses that back as YAML, which breaks on strings
   holding both kinds of quotes (error messages do) and turns nested nulls into "None"; as
-  JSON it round-trips exactly.
+  JSON it round-trips exactly. Its JSON keeps non-ASCII characters as they are: escaped, a
+  character outside the BMP becomes two escaped surrogates that YAML does not join again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import hashlib
 import json
 import os
 import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator
 
 import requests
+from urllib3.exceptions import NewConnectionError
 from workflows_emulator import main as emulator
+from workflows_emulator import render
 from workflows_emulator.lib import http_utils
 from workflows_emulator.utils import ContextDict, WorkflowError
 
@@ -40,8 +64,15 @@ WORKFLOW = REPO / "workflows" / "sigma.yaml"
 
 FAKE_TOKEN = "sigma-local-fake-token"
 
-_original_request = http_utils.request
+KB = 1024
+#: Cloud Workflows' resource limits (quotas page).
+MAX_HTTP_RESPONSE_BYTES = 2 * KB * KB
+MAX_STRING_BYTES = 256 * KB
+MAX_VARIABLE_BYTES = 512 * KB
+
 _run_lock = threading.Lock()
+#: The `json` the emulator's renderer uses, minus the escaping of non-ASCII characters.
+_RENDER_JSON = SimpleNamespace(dumps=functools.partial(json.dumps, ensure_ascii=False), loads=json.loads)
 
 
 class WorkflowFailed(Exception):
@@ -50,6 +81,15 @@ class WorkflowFailed(Exception):
     def __init__(self, error: Any):
         super().__init__(json.dumps(error, default=str))
         self.error = error
+
+
+@dataclass(frozen=True)
+class Call:
+    """One HTTP call the workflow made: what it asked for and the OIDC audience it would carry."""
+
+    method: str
+    url: str
+    audience: str | None
 
 
 @dataclass
@@ -62,18 +102,31 @@ class Workflow:
     source: Path = WORKFLOW
     project: str = "sigma-local"
     location: str = "europe-west1"
+    #: A definition to run instead of `source` (tests of single subworkflows or of this wrapper).
+    definition: dict[str, Any] | None = None
+    #: Every HTTP call of the last run, in order.
+    calls: list[Call] = field(default_factory=list, init=False)
+    #: The largest size, in bytes of compact JSON, that the variables of all live frames
+    #: reached during the last run.
+    peak_variable_bytes: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
-        self._definition = emulator.load_workflow(str(self.source))
+        if self.definition is None:
+            self.definition = emulator.load_workflow(str(self.source))
 
-    def run(self, event: dict[str, Any]) -> Any:
-        """Executes `main(event)` and returns its result, or raises `WorkflowFailed`."""
-        execution_id = str(uuid.uuid4())
-        with _run_lock, self._environment(execution_id), self._patched():
+    def run(self, event: dict[str, Any] | None = None, **params: Any) -> Any:
+        """Executes `main(event)` (or `main(**params)`) and returns its result, or raises
+        `WorkflowFailed`."""
+        arguments = {"event": event} if event is not None else params
+        run = _Run(self)
+        with _run_lock, self._environment(str(uuid.uuid4())), run.patched():
             try:
-                result = emulator.execute_workflow(copy.deepcopy(self._definition), {"event": event})
+                result = emulator.execute_workflow(copy.deepcopy(self.definition), arguments)
             except WorkflowError as err:
                 raise WorkflowFailed(_plain(err.payload)) from None
+            finally:
+                self.calls = run.calls
+                self.peak_variable_bytes = run.peak_variable_bytes
         return _plain(result)
 
     @contextlib.contextmanager
@@ -97,43 +150,207 @@ class Workflow:
                 else:
                     os.environ[name] = value
 
+
+class _Run:
+    """What one execution swaps into the emulator, and what it observes."""
+
+    def __init__(self, workflow: Workflow):
+        self.workflow = workflow
+        self.subworkflows = set(workflow.definition or {})
+        self.calls: list[Call] = []
+        self.peak_variable_bytes = 0
+        self._frames: list[dict] = []
+        self._execute_step = emulator.execute_step
+        self._execute_subworkflow = emulator.execute_subworkflow
+        self._run_code = render.run_code
+
     @contextlib.contextmanager
-    def _patched(self) -> Iterator[None]:
-        request = self._request
-        saved = (http_utils.request, emulator.authenticated_request, emulator.LOCK, ContextDict.__str__)
-        http_utils.request = request
-        emulator.authenticated_request = request
+    def patched(self) -> Iterator[None]:
+        library = render.STANDARD_LIBRARY
+        saved = (
+            http_utils.request, emulator.authenticated_request, emulator.LOCK, ContextDict.__str__,
+            emulator.execute_step, emulator.execute_subworkflow, emulator.run_code, render.run_code,
+            library["get_type"], library.get("hash"), render.json,
+        )
+        http_utils.request = self.request
+        emulator.authenticated_request = self.request
         emulator.LOCK = threading.RLock()
         ContextDict.__str__ = _as_json
+        emulator.execute_step = self.execute_step
+        emulator.execute_subworkflow = self.execute_subworkflow
+        emulator.run_code = render.run_code = self.run_code
+        library["get_type"] = get_type
+        library["hash"] = Hash
+        render.json = _RENDER_JSON
         try:
             yield
         finally:
-            http_utils.request, emulator.authenticated_request, emulator.LOCK, ContextDict.__str__ = saved
+            (
+                http_utils.request, emulator.authenticated_request, emulator.LOCK, ContextDict.__str__,
+                emulator.execute_step, emulator.execute_subworkflow, emulator.run_code, render.run_code,
+                library["get_type"], hashes, render.json,
+            ) = saved
+            if hashes is None:
+                library.pop("hash", None)
+            else:
+                library["hash"] = hashes
 
-    def _request(self, method: str, url: str, auth: dict | None = None, headers: dict | None = None, **kwargs: Any) -> dict:
+    # --- HTTP ---------------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        timeout: float = 300,
+        body: Any = None,
+        headers: dict | None = None,
+        query: dict | None = None,
+        auth: dict | None = None,
+        **_: Any,
+    ) -> dict:
         headers = dict(headers or {})
+        audience = None
         if auth is not None:
             headers["Authorization"] = f"Bearer {FAKE_TOKEN}"
-        kwargs.pop("scopes", None)
+            if auth.get("type") == "OIDC":
+                audience = auth.get("audience", url)
+        self.calls.append(Call(method.upper(), url, audience))
+        payload = {"json": body} if isinstance(body, dict) else {"data": body} if body is not None else {}
         try:
-            return _original_request(method, self._route(url), headers=headers, **kwargs)
+            response = requests.request(method, self._route(url), headers=headers, params=query or {},
+                                        timeout=timeout, **payload)
         except requests.Timeout as err:
-            raise TimeoutError(f"{method} {url}: {err}") from None
+            raise WorkflowError(message=f"{method} {url}: the call timed out after {timeout} s ({err})",
+                                tags=["TimeoutError"]) from None
         except requests.ConnectionError as err:
-            raise ConnectionError(f"{method} {url}: {err}") from None
+            tag = "ConnectionFailedError" if _never_connected(err) else "ConnectionError"
+            raise WorkflowError(message=f"{method} {url}: {err}", tags=[tag]) from None
+        if len(response.content) > MAX_HTTP_RESPONSE_BYTES:
+            raise _resource_limit(f"HTTP response of {len(response.content)} bytes from {url} exceeds "
+                                  f"the {MAX_HTTP_RESPONSE_BYTES}-byte limit")
+        answer = {"code": response.status_code, "headers": dict(response.headers), "body": _body(response)}
+        if response.status_code >= 400:
+            raise WorkflowError(message=f"HTTP server responded with error code {response.status_code}",
+                                tags=["HttpError"], **answer)
+        return answer
 
     def _route(self, url: str) -> str:
-        for name, base in self.googleapis.items():
+        for name, base in self.workflow.googleapis.items():
             prefix = f"https://{name}.googleapis.com/"
             if url.startswith(prefix):
                 return base.rstrip("/") + "/" + url[len(prefix):]
         if ".googleapis.com" in url:
-            raise ConnectionError(f"no local fake for {url}: refusing to call Google")
+            raise WorkflowError(message=f"no local fake for {url}: refusing to call Google",
+                                tags=["ConnectionFailedError"])
         return url
+
+    # --- limits -------------------------------------------------------------------------------
+
+    def execute_subworkflow(self, workflow: dict, params: dict, context: dict) -> Any:
+        """Keeps the stack of live frames (the main workflow's, then each call's)."""
+        self._frames.append(context)
+        try:
+            return self._execute_subworkflow(workflow, params, context)
+        finally:
+            self._frames.pop()
+
+    def execute_step(self, step_id: Any, config: dict, context: dict) -> Any:
+        outcome = self._execute_step(step_id, config, context)
+        self._measure()
+        return outcome
+
+    def run_code(self, code: str, context: dict) -> Any:
+        """Every expression's value, even one never stored, obeys the string limit."""
+        value = self._run_code(code, context)
+        _check_strings(value)
+        return value
+
+    def _measure(self) -> None:
+        variables = [
+            {name: value for name, value in frame.items() if name not in self.subworkflows}
+            for frame in self._frames
+        ]
+        size = sum(_json_bytes(frame) for frame in variables)
+        self.peak_variable_bytes = max(self.peak_variable_bytes, size)
+        if size > MAX_VARIABLE_BYTES:
+            raise _resource_limit(f"Memory usage limit exceeded: the variables take {size} bytes, "
+                                  f"more than {MAX_VARIABLE_BYTES}")
+        _check_strings(variables)
+
+
+def get_type(value: Any) -> str:
+    """Cloud Workflows' `get_type`: its own type names, and maps of any dict class."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bytes):
+        return "bytes"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "map"
+    raise TypeError(f"get_type: a value of unknown type {type(value).__name__}")
+
+
+class Hash:
+    """Cloud Workflows' `hash` module (the part sigma uses)."""
+
+    ALGORITHMS = {"MD5": "md5", "SHA1": "sha1", "SHA224": "sha224", "SHA256": "sha256",
+                  "SHA384": "sha384", "SHA512": "sha512"}
+
+    @staticmethod
+    def compute_checksum(data: Any, algorithm: Any) -> bytes:
+        if not isinstance(data, bytes) or not isinstance(algorithm, str):
+            raise TypeError("hash.compute_checksum: data must be bytes and algorithm a string")
+        if algorithm not in Hash.ALGORITHMS:
+            raise ValueError(f"hash.compute_checksum: unsupported algorithm {algorithm!r}")
+        return hashlib.new(Hash.ALGORITHMS[algorithm], data).digest()
+
+
+def _never_connected(err: requests.ConnectionError) -> bool:
+    """Whether the connection was never made (refused, no route, no such host)."""
+    cause: Any = err.args[0] if err.args else None
+    return isinstance(getattr(cause, "reason", cause), NewConnectionError)
+
+
+def _body(response: requests.Response) -> Any:
+    if "json" in response.headers.get("Content-Type", "").split(";")[0] and response.content:
+        return response.json()
+    return response.text
+
+
+def _resource_limit(message: str) -> WorkflowError:
+    return WorkflowError(message=message, tags=["ResourceLimitError"])
+
+
+def _check_strings(value: Any) -> None:
+    if isinstance(value, str | bytes):
+        size = len(value.encode()) if isinstance(value, str) else len(value)
+        if size > MAX_STRING_BYTES:
+            raise _resource_limit(f"a string of {size} bytes exceeds the {MAX_STRING_BYTES}-byte limit")
+    elif isinstance(value, dict):
+        for item in value.values():
+            _check_strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_strings(item)
+
+
+def _json_bytes(value: Any) -> int:
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False,
+                      default=lambda b: "x" * len(b) if isinstance(b, bytes) else str(b))
+    return len(text.encode())
 
 
 def _as_json(value: ContextDict) -> str:
-    return json.dumps(value.to_dict(), default=str)
+    return json.dumps(value.to_dict(), default=str, ensure_ascii=False)
 
 
 def _plain(value: Any) -> Any:

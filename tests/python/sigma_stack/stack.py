@@ -26,6 +26,8 @@ from .processes import Process, StackError, answers, free_port
 
 BIN_DIR_VAR = "SIGMA_BIN_DIR"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+#: The real compiled Dataform project the fake Dataform serves by default.
+SAMPLE_GRAPH = FIXTURES / "dataform" / "sample_v3.compiled.json"
 
 PROJECT = "sigma-local"
 REGION = "europe-west1"
@@ -46,13 +48,21 @@ def bin_dir() -> Path:
 class Stack:
     """Everything the chain talks to, on this machine. Use as a context manager."""
 
-    def __init__(self, logs: Path | None = None, fernet_key: str | None = None, extra_pipelines: dict | None = None):
-        """`extra_pipelines`: registry entries added to examples/pipelines.yaml for this stack."""
+    def __init__(
+        self,
+        logs: Path | None = None,
+        fernet_key: str | None = None,
+        extra_pipelines: dict | None = None,
+        dataform_graph: Path = SAMPLE_GRAPH,
+    ):
+        """`extra_pipelines`: registry entries added to examples/pipelines.yaml for this stack;
+        `dataform_graph`: the `dataform compile --json` output the fake Dataform compiles to."""
         self._own_logs = logs is None
         self.logs = Path(tempfile.mkdtemp(prefix="sigma-stack-")) if logs is None else logs
         self.logs.mkdir(parents=True, exist_ok=True)
         self.fernet_key = fernet_key or Fernet.generate_key().decode()
         self.pipelines = self._registry(extra_pipelines or {})
+        self.dataform_graph = dataform_graph
         self.gcs: FakeGcs | None = None
         self.fakes: dict[str, str] = {}
         self.fakes_api: FakesApi | None = None
@@ -105,7 +115,7 @@ class Stack:
             "sigma-fakes",
             [str(binaries / "sigma-fakes"), "--ready-file", str(ready), "--topic", EVENTS_TOPIC,
              "--project", PROJECT,
-             "--dataform-graph", str(FIXTURES / "dataform" / "sample_v3.compiled.json")],
+             "--dataform-graph", str(self.dataform_graph)],
             {"RUST_LOG": os.environ.get("RUST_LOG", "info")},
             self.logs,
         )
