@@ -125,9 +125,9 @@ variable "poll_deadline_seconds" {
   type        = number
   default     = 21600
 
-  # The same bounds the workflow checks in its init step: each poll takes about 4 steps and
-  # there are two polling phases, so 2000 polls per phase keep an execution near 16,000 steps,
-  # far below the 100,000 steps Cloud Workflows allows.
+  # The same bounds the workflow checks in its init step: a poll takes at most 5 steps and there
+  # are two polling phases, so 2000 polls per phase keep an execution near 20,000 steps, far
+  # below the 100,000 steps Cloud Workflows allows.
   validation {
     condition = (
       floor(var.poll_deadline_seconds) == var.poll_deadline_seconds
