@@ -66,10 +66,10 @@ for needle, metric in [
     if needle not in workflow:
         problems.append(f"the workflow's chain events no longer carry {needle!r} ({metric})")
 if not re.search(r"call: sys\.log\s+args:\s+(?:severity: [^\n]+\s+)?json: \$\{event\}", workflow):
-    pending.append(
-        "PENDING: workflows/sigma.yaml does not log the events it publishes yet (a sys.log step with"
+    problems.append(
+        "workflows/sigma.yaml does not log the events it publishes (a sys.log step with"
         " json: ${event} in publish_event): the chain metrics, the failed-chain alert and the"
-        " freshness alerts stay empty until it does"
+        " freshness alerts would stay empty"
     )
 if "waiting on backpressure" not in workflow:
     pending.append('PENDING: the workflow does not log "waiting on backpressure" yet (issue 12): the backpressure chart stays empty')
