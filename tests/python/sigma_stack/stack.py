@@ -20,6 +20,7 @@ import yaml
 from cryptography.fernet import Fernet
 
 from .emulator import REPO, Workflow
+from .executions import ExecutionsServer
 from .fakes import FakesApi
 from .gcs import FakeGcs
 from .processes import Process, StackError, answers, free_port
@@ -39,6 +40,8 @@ PIPELINES = REPO / "examples" / "pipelines.yaml"
 EVENTS_TOPIC = f"projects/{PROJECT}/topics/sigma-events"
 DATAFORM_REPOSITORY = f"projects/{PROJECT}/locations/{REGION}/repositories/sigma"
 SERVICES = ("decrypt", "dataflow", "dataform")
+#: The workflow the local Workflow Executions API serves (`SIGMA_WORKFLOW` of `sigma runs`).
+WORKFLOW_NAME = f"projects/{PROJECT}/locations/local/workflows/sigma"
 
 
 def bin_dir() -> Path:
@@ -68,6 +71,8 @@ class Stack:
         self.fakes_api: FakesApi | None = None
         self.urls: dict[str, str] = {}
         self._processes: list[Process] = []
+        #: The Workflow Executions API running the real workflow against this stack.
+        self.executions: ExecutionsServer | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -92,8 +97,12 @@ class Stack:
         self._start_fakes(binaries)
         for service in SERVICES:
             self._start_service(binaries, service)
+        self.executions = ExecutionsServer(WORKFLOW_NAME, self.workflow)
 
     def stop(self) -> None:
+        if self.executions is not None:
+            self.executions.stop()
+            self.executions = None
         for process in reversed(self._processes):
             process.stop()
         self._processes.clear()
