@@ -72,3 +72,13 @@ output "dashboard" {
   description = "Cloud Monitoring console URL of the sigma dashboard (files per hour, failures by step, decrypt MB/s, Dataflow and Dataform durations, backpressure)."
   value       = "https://console.cloud.google.com/monitoring/dashboards/custom/${element(split("/", google_monitoring_dashboard.sigma.id), 3)}?project=${var.project_id}"
 }
+
+output "failed_events_subscription" {
+  description = "Pub/Sub subscription holding every sigma.chain.failed event for 7 days (the dead-letter list)."
+  value       = google_pubsub_subscription.failed.id
+}
+
+output "events_table" {
+  description = "BigQuery table (project.dataset.table) every pipeline event is written to: run history in SQL."
+  value       = "${var.project_id}.${google_bigquery_dataset.ops.dataset_id}.${google_bigquery_table.events.table_id}"
+}

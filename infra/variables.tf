@@ -202,3 +202,14 @@ variable "notification_channels" {
   type        = list(string)
   default     = []
 }
+
+variable "events_history_days" {
+  description = "Days the run history table (<name_prefix>_ops.events, one row per pipeline event) keeps each day's partition."
+  type        = number
+  default     = 400
+
+  validation {
+    condition     = var.events_history_days >= 1 && floor(var.events_history_days) == var.events_history_days
+    error_message = "events_history_days must be a whole number of days, at least 1."
+  }
+}
