@@ -141,13 +141,15 @@ class Execution:
             "result": self.result,
             "error": self.error,
             "workflowRevisionId": REVISION,
-            "callLogLevel": enum(CALL_LOG_LEVELS, self.call_log_level),
+            "callLogLevel": None if self.call_log_level == CALL_LOG_LEVELS[0]
+            else enum(CALL_LOG_LEVELS, self.call_log_level),
             "labels": self.labels or None,
             "status": {"currentSteps": [{"routine": r, "step": s} for r, s in [self.current_step]]}
             if self.current_step else None,
         }
         if view == "BASIC":
             full = {name: full[name] for name in BASIC_FIELDS}
+        # proto3 JSON: fields at their default (unset, unspecified, empty) are left out.
         return {name: value for name, value in full.items() if value is not None}
 
     def finish(self, state: str, result: str | None = None, error: dict[str, Any] | None = None) -> bool:
@@ -269,6 +271,9 @@ class Executions:
                 json.loads(argument)
             except ValueError as err:
                 raise invalid(f"execution.argument: not a valid JSON string: {err}", "execution.argument") from None
+        if not isinstance(body.get("disableConcurrencyQuotaOverflowBuffering", False), bool):
+            raise invalid("Invalid value at 'execution.disable_concurrency_quota_overflow_buffering' (TYPE_BOOL)",
+                          "execution.disable_concurrency_quota_overflow_buffering")
         execution = Execution(
             name=f"{parent}/executions/{uuid.uuid4()}",
             argument=argument,
@@ -276,9 +281,6 @@ class Executions:
             call_log_level=_enum(body.get("callLogLevel", CALL_LOG_LEVELS[0]), CALL_LOG_LEVELS,
                                  "execution.call_log_level"),
         )
-        if not isinstance(body.get("disableConcurrencyQuotaOverflowBuffering", False), bool):
-            raise invalid("Invalid value at 'execution.disable_concurrency_quota_overflow_buffering' (TYPE_BOOL)",
-                          "execution.disable_concurrency_quota_overflow_buffering")
         with self._lock:
             self._executions[execution.id] = execution
         self._queue.put(execution)
@@ -308,7 +310,8 @@ class Executions:
             absent = [e for e in executions if _field(e, key) is None]
             executions = sorted(present, key=lambda e: _field(e, key), reverse=descending) + absent
         page = executions[offset:offset + page_size]
-        answer: dict[str, Any] = {"executions": page}
+        # proto3 JSON: an empty list is left out.
+        answer: dict[str, Any] = {"executions": page} if page else {}
         if offset + page_size < len(executions):
             token = json.dumps({"offset": offset + page_size, "query": fingerprint})
             answer["nextPageToken"] = base64.urlsafe_b64encode(token.encode()).decode()
@@ -429,7 +432,8 @@ def _handler(executions: Executions) -> type[BaseHTTPRequestHandler]:
             if match and method == "GET":
                 view = _view(query, "BASIC")
                 answer = executions.list(match[1], query, view)
-                answer["executions"] = [e.to_json(view, int_enums) for e in answer["executions"]]
+                if "executions" in answer:
+                    answer["executions"] = [e.to_json(view, int_enums) for e in answer["executions"]]
                 return answer
             if (match := resource.match(path)) and match[2] and method == "POST":
                 return executions.cancel(match[1]).to_json("FULL", int_enums)
