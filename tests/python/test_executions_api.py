@@ -269,3 +269,25 @@ def test_page_token_is_refused_with_another_filter(stack):
                    params={"pageSize": 1, "pageToken": first["nextPageToken"], "filter": 'state="FAILED"'})
 
     assert_refused(response, 400, "INVALID_ARGUMENT")
+
+
+def test_requests_shaped_as_the_official_rust_crate_sends_them(stack):
+    """google-cloud-workflows-executions-v1 (transport.rs) sends every query parameter, empty
+    ones included, the view as a number, enums asked as numbers, and the whole
+    CancelExecutionRequest (with `name`) as the cancel body."""
+    crate = {"$alt": "json;enum-encoding=int"}
+    created = api(stack, "POST", f"{WORKFLOW_NAME}/executions", params=crate,
+                  json={"argument": json.dumps(ignored_event(stack)), "labels": {"crate": "yes"}}).json()
+    finished(stack, created["name"])
+
+    listed = api(stack, "GET", f"{WORKFLOW_NAME}/executions",
+                 params={**crate, "pageSize": 0, "pageToken": "", "view": 2, "filter": 'labels.crate="yes"',
+                         "orderBy": ""}).json()
+    got = api(stack, "GET", created["name"], params={**crate, "view": 1}).json()
+    cancelled = api(stack, "POST", f"{created['name']}:cancel", params=crate, json={"name": created["name"]})
+
+    assert created["state"] in (1, 6), "ACTIVE or QUEUED"
+    (execution,) = [e for e in listed["executions"] if e["name"] == created["name"]]
+    assert execution["state"] == 2 and execution["labels"] == {"crate": "yes"}, "FULL view, SUCCEEDED"
+    assert set(got) == {"name", "startTime", "endTime", "duration", "state", "workflowRevisionId"}, "BASIC view"
+    assert_refused(cancelled, 400, "FAILED_PRECONDITION")
