@@ -118,15 +118,16 @@ class Workflow:
         """Executes `main(event)` (or `main(**params)`) and returns its result, or raises
         `WorkflowFailed`."""
         arguments = {"event": event} if event is not None else params
-        run = _Run(self)
-        with _run_lock, self._environment(str(uuid.uuid4())), run.patched():
-            try:
-                result = emulator.execute_workflow(copy.deepcopy(self.definition), arguments)
-            except WorkflowError as err:
-                raise WorkflowFailed(_plain(err.payload)) from None
-            finally:
-                self.calls = run.calls
-                self.peak_variable_bytes = run.peak_variable_bytes
+        with _run_lock:
+            run = _Run(self)
+            with self._environment(str(uuid.uuid4())), run.patched():
+                try:
+                    result = emulator.execute_workflow(copy.deepcopy(self.definition), arguments)
+                except WorkflowError as err:
+                    raise WorkflowFailed(_plain(err.payload)) from None
+                finally:
+                    self.calls = run.calls
+                    self.peak_variable_bytes = run.peak_variable_bytes
         return _plain(result)
 
     @contextlib.contextmanager
