@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use sigma_dataflow::config::site_overrides;
+use sigma_dataflow::naming::{ProjectId, Region};
 use sigma_dataflow::plan::{self, Site};
 use sigma_dataflow::registry::Registry;
 use sigma_shared::{BucketName, Generation, GsUri, ObjectName, ObjectRef};
@@ -29,10 +30,10 @@ pub struct PlanArgs {
     bucket: Option<BucketName>,
     /// Project [default: PROJECT_ID, GOOGLE_CLOUD_PROJECT, then defaults.project]
     #[arg(long)]
-    project: Option<String>,
+    project: Option<ProjectId>,
     /// Default region [default: DATAFLOW_REGION, then defaults.region]
     #[arg(long)]
-    region: Option<String>,
+    region: Option<Region>,
     /// Bucket for job configs [default: CONFIG_BUCKET, then defaults.config_bucket]
     #[arg(long)]
     config_bucket: Option<BucketName>,

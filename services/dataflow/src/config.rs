@@ -46,9 +46,11 @@ pub async fn read_registry(source: &str, storage: Option<&Storage>) -> Result<St
 /// The env vars that override the registry's `defaults` (shared with `sigma plan`).
 pub fn site_overrides() -> Result<SiteDefaults, ConfigError> {
     Ok(SiteDefaults {
-        project: config::optional("PROJECT_ID")
-            .or_else(|| config::optional("GOOGLE_CLOUD_PROJECT")),
-        region: config::optional("DATAFLOW_REGION"),
+        project: match config::parsed("PROJECT_ID")? {
+            Some(project) => Some(project),
+            None => config::parsed("GOOGLE_CLOUD_PROJECT")?,
+        },
+        region: config::parsed("DATAFLOW_REGION")?,
         config_bucket: config::parsed::<BucketName>("CONFIG_BUCKET")?,
     })
 }

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use sigma_shared::HttpError;
 use sigma_shared::google::Failure;
 
+use crate::naming::{ProjectId, Region};
 use crate::wire::{
     ErrorBody, Job, LaunchFlexTemplateRequest, LaunchFlexTemplateResponse, ListJobMessagesResponse,
     ListJobsResponse,
@@ -104,7 +105,7 @@ impl Dataflow {
         }
     }
 
-    fn url(&self, project: &str, region: &str, rest: &str) -> String {
+    fn url(&self, project: &ProjectId, region: &Region, rest: &str) -> String {
         format!(
             "{}/v1b3/projects/{project}/locations/{region}/{rest}",
             self.endpoint
@@ -151,8 +152,8 @@ impl Dataflow {
     /// `projects.locations.flexTemplates.launch`; `None` for a validate-only request.
     pub async fn launch(
         &self,
-        project: &str,
-        region: &str,
+        project: &ProjectId,
+        region: &Region,
         request: &LaunchFlexTemplateRequest,
     ) -> Result<Option<Job>, DataflowError> {
         let response: LaunchFlexTemplateResponse = self
@@ -168,8 +169,8 @@ impl Dataflow {
     /// `projects.locations.jobs.get` (summary view).
     pub async fn job(
         &self,
-        project: &str,
-        region: &str,
+        project: &ProjectId,
+        region: &Region,
         job_id: &str,
     ) -> Result<Job, DataflowError> {
         self.send(
@@ -184,8 +185,8 @@ impl Dataflow {
     /// which is how a launch that succeeded for Dataflow but not for us is adopted.
     pub async fn find_by_name(
         &self,
-        project: &str,
-        region: &str,
+        project: &ProjectId,
+        region: &Region,
         name: &str,
         filter: JobFilter,
     ) -> Result<Option<Job>, DataflowError> {
@@ -229,8 +230,8 @@ impl Dataflow {
     /// The job's error-level messages (`jobs.messages.list`), oldest first.
     pub async fn error_messages(
         &self,
-        project: &str,
-        region: &str,
+        project: &ProjectId,
+        region: &Region,
         job_id: &str,
     ) -> Result<Vec<String>, DataflowError> {
         let mut messages = Vec::new();

@@ -16,7 +16,7 @@ use sigma_shared::{BucketName, Generation, ObjectName, ObjectRef};
 
 use crate::dataflow::{Dataflow, JobFilter};
 use crate::error::Error;
-use crate::naming::{EntityName, FechaLote, JobName};
+use crate::naming::{EntityName, FechaLote, JobName, ProjectId, Region};
 use crate::plan::{self, LaunchPlan, Site};
 use crate::records::{self, LaunchRecord};
 use crate::registry::Registry;
@@ -49,8 +49,8 @@ pub struct LaunchRequest {
 pub struct Launched {
     pub job_id: String,
     pub job_name: JobName,
-    pub project: String,
-    pub region: String,
+    pub project: ProjectId,
+    pub region: Region,
     pub state: State,
     pub dataflow_state: Option<String>,
     pub entity: EntityName,
@@ -70,7 +70,7 @@ pub struct DryRun {
     pub launch_request: LaunchFlexTemplateRequest,
 }
 
-pub fn console_url(project: &str, region: &str, job_id: &str) -> String {
+pub fn console_url(project: &ProjectId, region: &Region, job_id: &str) -> String {
     format!("https://console.cloud.google.com/dataflow/jobs/{region}/{job_id}?project={project}")
 }
 

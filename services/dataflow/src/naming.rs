@@ -24,6 +24,10 @@ pub enum NamingError {
     Date(String),
     #[error("job name {0:?} is not a valid Dataflow job name")]
     JobName(String),
+    #[error("{0:?} is not a region name such as europe-west1")]
+    Region(String),
+    #[error("{0:?} is not a Google Cloud project id")]
+    Project(String),
 }
 
 /// An entity (the seed material's *modelo*): `poliza_detalle`. Lower-case snake case, so
@@ -49,6 +53,64 @@ impl FromStr for EntityName {
             Ok(Self(s.to_owned()))
         } else {
             Err(NamingError::Entity(s.to_owned()))
+        }
+    }
+}
+
+/// A Google Cloud region such as `europe-west1`. It is put in Dataflow URL paths and job
+/// labels, so anything else is refused where it enters (registry, env var, query).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Region(String);
+
+impl Region {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Region {
+    type Err = NamingError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let valid = s.len() <= 63
+            && s.split('-').count() >= 2
+            && s.ends_with(|c: char| c.is_ascii_digit())
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !s.contains("--");
+        if valid {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(NamingError::Region(s.to_owned()))
+        }
+    }
+}
+
+/// A Google Cloud project id (`company-data-prod`), optionally domain-scoped
+/// (`example.com:my-project`), as Dataflow's URL paths take it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProjectId(String);
+
+impl ProjectId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ProjectId {
+    type Err = NamingError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let id = s.rsplit(':').next().unwrap_or(s);
+        let valid = (6..=30).contains(&id.len())
+            && id.starts_with(|c: char| c.is_ascii_lowercase())
+            && !id.ends_with('-')
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.:".contains(c));
+        if valid {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(NamingError::Project(s.to_owned()))
         }
     }
 }
@@ -156,7 +218,7 @@ macro_rules! string_serde {
     )*};
 }
 
-string_serde!(EntityName, JobName);
+string_serde!(EntityName, JobName, Region, ProjectId);
 
 macro_rules! display_serde {
     ($($ty:ty),*) => {$(
@@ -174,7 +236,7 @@ macro_rules! display_serde {
     )*};
 }
 
-display_serde!(EntityName, JobName, FechaLote);
+display_serde!(EntityName, JobName, FechaLote, Region, ProjectId);
 
 #[cfg(test)]
 mod tests {

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sigma_shared::{BucketName, Generation, GsUri, ObjectRef};
 
-use crate::naming::{EntityName, FechaLote, JobName};
+use crate::naming::{EntityName, FechaLote, JobName, ProjectId, Region};
 use crate::registry::{
-    self, Column, CreateDisposition, Format, MatchError, Pipeline, Registry, SiteDefaults,
-    Validation, WriteDisposition,
+    Column, CreateDisposition, Format, MatchError, Pipeline, Registry, SiteDefaults, Validation,
+    WriteDisposition,
 };
 use crate::template::{Placeholder, Template};
 use crate::wire::{
@@ -21,8 +21,8 @@ use crate::wire::{
 /// Where jobs run and configs go: env vars override the registry's `defaults`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Site {
-    pub project: String,
-    pub region: String,
+    pub project: ProjectId,
+    pub region: Region,
     pub config_bucket: BucketName,
 }
 
@@ -34,12 +34,10 @@ impl Site {
             .project
             .or_else(|| defaults.project.clone())
             .ok_or("no project: set PROJECT_ID (or GOOGLE_CLOUD_PROJECT) or defaults.project in the registry")?;
-        registry::check_project(&project)?;
         let region = overrides
             .region
             .or_else(|| defaults.region.clone())
             .ok_or("no region: set DATAFLOW_REGION or defaults.region in the registry")?;
-        registry::check_region(&region)?;
         let config_bucket = overrides
             .config_bucket
             .or_else(|| defaults.config_bucket.clone())
@@ -60,8 +58,8 @@ pub struct ConfigDocument {
     pub entity: EntityName,
     pub fecha_lote: FechaLote,
     pub job_name: JobName,
-    pub project: String,
-    pub region: String,
+    pub project: ProjectId,
+    pub region: Region,
     pub source: Source,
     pub destination: ResolvedDestination,
     pub schema: Vec<Column>,
@@ -92,8 +90,8 @@ pub struct LaunchPlan {
     pub entity: EntityName,
     pub fecha_lote: FechaLote,
     pub job_name: JobName,
-    pub project: String,
-    pub region: String,
+    pub project: ProjectId,
+    pub region: Region,
     pub template: String,
     pub parameters: BTreeMap<String, String>,
     pub environment: FlexTemplateRuntimeEnvironment,
@@ -151,8 +149,8 @@ fn plan_for(
         Placeholder::Entity => entity.to_string(),
         Placeholder::FechaLote => fecha_lote.to_string(),
         Placeholder::Yyyymmdd => fecha_lote.compact(),
-        Placeholder::Project => site.project.clone(),
-        Placeholder::Region => region.clone(),
+        Placeholder::Project => site.project.to_string(),
+        Placeholder::Region => region.to_string(),
         Placeholder::JobName => job_name.to_string(),
         Placeholder::DataformTable => pipeline.dataform_table.clone(),
     };
@@ -302,7 +300,7 @@ pipelines:
         )
         .unwrap();
         assert_eq!(plan.job_name.as_str(), "poliza-detalle-2024-01-15-16");
-        assert_eq!(plan.region, "us-central1");
+        assert_eq!(plan.region.as_str(), "us-central1");
         assert_eq!(
             plan.parameters["input"],
             "gs://company_output_bucket/data/20240115/poliza_detalle.gz"
@@ -333,14 +331,14 @@ pipelines:
         let site = Site::resolve(
             &registry.site,
             SiteDefaults {
-                project: Some("other-project".into()),
+                project: Some("other-project".parse().unwrap()),
                 region: None,
                 config_bucket: Some("other_bucket".parse().unwrap()),
             },
         )
         .unwrap();
-        assert_eq!(site.project, "other-project");
-        assert_eq!(site.region, "europe-west1");
+        assert_eq!(site.project.as_str(), "other-project");
+        assert_eq!(site.region.as_str(), "europe-west1");
         assert_eq!(site.config_bucket.as_str(), "other_bucket");
         let err = Site::resolve(&SiteDefaults::default(), SiteDefaults::default()).unwrap_err();
         assert!(err.contains("PROJECT_ID"), "{err}");

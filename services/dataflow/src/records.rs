@@ -13,7 +13,7 @@ use sigma_shared::storage::{self, Precondition, StorageError, WriteOptions};
 use sigma_shared::{Generation, ObjectRef};
 
 use crate::error::Error;
-use crate::naming::{EntityName, FechaLote, JobName};
+use crate::naming::{EntityName, FechaLote, JobName, ProjectId, Region};
 use crate::plan::{LaunchPlan, Site};
 
 /// Configs and records are small; anything bigger is not ours.
@@ -25,8 +25,8 @@ const WRITE_ATTEMPTS: usize = 4;
 pub struct LaunchRecord {
     pub job_id: String,
     pub job_name: JobName,
-    pub project: String,
-    pub region: String,
+    pub project: ProjectId,
+    pub region: Region,
     pub entity: EntityName,
     pub fecha_lote: FechaLote,
     pub generation: Generation,

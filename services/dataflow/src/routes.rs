@@ -9,7 +9,7 @@ use sigma_shared::extract::JsonBody;
 
 use crate::error::Error;
 use crate::launch::{LaunchRequest, Launcher};
-use crate::registry;
+use crate::naming::{NamingError, ProjectId, Region};
 use crate::state::{self, State};
 
 pub fn app(launcher: Launcher) -> Router {
@@ -42,8 +42,8 @@ struct StatusQuery {
 struct Status {
     job_id: String,
     job_name: String,
-    project: String,
-    region: String,
+    project: ProjectId,
+    region: Region,
     state: State,
     dataflow_state: Option<String>,
     terminal: bool,
@@ -75,8 +75,12 @@ async fn status(
     Query(query): Query<StatusQuery>,
 ) -> Result<Json<Status>, Error> {
     check_job_id(&job_id)?;
-    let region = query.region.unwrap_or_else(|| launcher.site.region.clone());
-    registry::check_region(&region).map_err(Error::InvalidRequest)?;
+    let region: Region = match query.region {
+        Some(region) => region
+            .parse()
+            .map_err(|e: NamingError| Error::InvalidRequest(e.to_string()))?,
+        None => launcher.site.region.clone(),
+    };
     let project = &launcher.site.project;
     let job = launcher.dataflow.job(project, &region, &job_id).await?;
     let (state, terminal) = state::map(job.current_state.as_deref());
