@@ -7,6 +7,14 @@
 //! so they map to `CANCELLED`: downstream Dataform never runs on a partial load. Anything
 //! unknown is reported as `PENDING`, never as a failure: a new Dataflow state must not fail
 //! a healthy load.
+//!
+//! The v1b3 discovery document (`Job.currentState`) is the reference:
+//! - `JOB_STATE_STOPPED` "indicates that the job has not yet started to run": `PENDING`,
+//!   not terminal (despite its name it is not an end).
+//! - `JOB_STATE_PAUSING` and `JOB_STATE_PAUSED` are newer than that document: `gcloud
+//!   dataflow jobs pause` moves a (streaming) job through `PAUSING` into `PAUSED`, from which
+//!   it can be resumed. The job has started and may still change, so both are `RUNNING`,
+//!   not terminal: a paused load is neither done nor failed, and the caller keeps polling.
 
 use serde::Serialize;
 
@@ -31,7 +39,9 @@ pub fn map(dataflow_state: Option<&str>) -> (State, bool) {
         "JOB_STATE_RUNNING"
         | "JOB_STATE_DRAINING"
         | "JOB_STATE_CANCELLING"
-        | "JOB_STATE_RESOURCE_CLEANING_UP" => (State::Running, false),
+        | "JOB_STATE_RESOURCE_CLEANING_UP"
+        | "JOB_STATE_PAUSING"
+        | "JOB_STATE_PAUSED" => (State::Running, false),
         "JOB_STATE_QUEUED" | "JOB_STATE_PENDING" | "JOB_STATE_STOPPED" => (State::Pending, false),
         _ => (State::Pending, false),
     }
@@ -42,7 +52,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_dataflow_state_has_an_explicit_mapping() {
+    fn every_dataflow_state_has_an_explicit_mapping_including_stopped_pausing_and_paused() {
         let table = [
             ("JOB_STATE_DONE", State::Succeeded, true),
             ("JOB_STATE_FAILED", State::Failed, true),
@@ -53,6 +63,8 @@ mod tests {
             ("JOB_STATE_DRAINING", State::Running, false),
             ("JOB_STATE_CANCELLING", State::Running, false),
             ("JOB_STATE_RESOURCE_CLEANING_UP", State::Running, false),
+            ("JOB_STATE_PAUSING", State::Running, false),
+            ("JOB_STATE_PAUSED", State::Running, false),
             ("JOB_STATE_QUEUED", State::Pending, false),
             ("JOB_STATE_PENDING", State::Pending, false),
             ("JOB_STATE_STOPPED", State::Pending, false),
