@@ -54,7 +54,9 @@ demo: deps release
 
 ## bench: side-by-side benchmarks (not tests)
 bench: deps release
+	$(VENV)/bin/pip install --quiet -r bench/requirements.txt
 	$(PY) bench/decrypt_bench.py
+	$(PY) bench/service_bench.py
 
 clean:
 	cargo clean

@@ -7,15 +7,17 @@ use axum::routing::post;
 use axum::{Json, Router};
 use google_cloud_storage::client::Storage;
 use sigma_shared::HttpError;
+use sigma_shared::ObjectRef;
 use sigma_shared::config::ConfigError;
 use sigma_shared::events::{Event, EventType, Events};
 use sigma_shared::extract::JsonBody;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::fernet::{Decryptor, KeyRing};
-use crate::pipeline::Pipeline;
-use crate::request::{DecryptRequest, DecryptResponse, Job};
+use crate::keys::LiveKeys;
+use crate::pipeline::{Outcome, Pipeline};
+use crate::request::{DecryptRequest, DecryptResponse};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -25,12 +27,14 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, storage: Storage, keys: KeyRing) -> Self {
+    pub fn new(config: Config, storage: Storage, keys: Arc<LiveKeys>) -> Self {
         let pipeline = Pipeline {
             storage,
-            decryptor: Decryptor::new(keys).with_ttl(config.ttl),
+            keys,
+            ttl: config.ttl,
             max_object_bytes: config.max_object_bytes,
             verify_gzip: config.verify_gzip,
+            upload: config.upload,
             locks: Default::default(),
         };
         Self {
@@ -55,15 +59,17 @@ pub fn app(state: AppState) -> Router {
     )
 }
 
-/// Loads the keys (from Secret Manager if configured) and builds the app; fails, naming the
-/// variable, when the keys cannot be had.
+/// Loads the keys (from Secret Manager if configured, then re-read every
+/// `config.keys_refresh`) and builds the app; fails, naming the variable, when the keys
+/// cannot be had.
 pub async fn build(
     config: Config,
     storage: Storage,
     events: Events,
 ) -> Result<Router, ConfigError> {
-    let keys = config.keys.clone().load().await?;
-    tracing::info!(keys = keys.len(), output_bucket = %config.output_bucket, "keys loaded");
+    let keys = Arc::new(LiveKeys::load(config.keys.clone()).await?);
+    tracing::info!(keys = keys.current().len(), output_bucket = %config.output_bucket, "keys loaded");
+    keys.clone().refresh_every(config.keys_refresh);
     Ok(app(AppState::new(config, storage, keys).with_events(events)))
 }
 
@@ -71,28 +77,50 @@ async fn decrypt(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<DecryptRequest>,
 ) -> Result<Json<DecryptResponse>, Error> {
-    let job = request.validate(&state.config)?;
-    tracing::Span::current().record("object", tracing::field::display(&job.source));
-    let outcome = state.pipeline.clone().run(job.clone()).await;
-    publish(&state.events, &job, &outcome);
-    outcome.map(Json)
+    let source = request.source(&state.config)?;
+    tracing::Span::current().record("object", tracing::field::display(&source));
+    // The work is a task of its own, not part of this handler: a client that disconnects
+    // drops the handler, and dropping the work with it would release the per-output lock
+    // while the blocking decryption (which cannot be cancelled) goes on, so a duplicate
+    // could decrypt alongside it. The task ends when the work does, lock and event included.
+    let work = tokio::spawn(serve(state, request, source.clone()).in_current_span());
+    work.await.map_err(|_| Error::Internal(source))?.map(Json)
+}
+
+/// Runs the request to its end and reports the outcome.
+async fn serve(
+    state: AppState,
+    request: DecryptRequest,
+    source: ObjectRef,
+) -> Result<DecryptResponse, Error> {
+    let requested = request.generation;
+    let outcome = match request.job(source.clone(), &state.config) {
+        Ok(job) => state.pipeline.clone().run(job).await,
+        Err(error) => Outcome {
+            generation: requested,
+            result: Err(error),
+        },
+    };
+    publish(&state.events, &source, &outcome);
+    outcome.result
 }
 
 /// A written output is `decrypted`; a file refused for what it is (a bad token, not gzip,
-/// too large...) is `rejected`. Skips, transient failures and refusals of the request
-/// itself report nothing: no file outcome was decided.
-fn publish(events: &Events, job: &Job, outcome: &Result<DecryptResponse, Error>) {
-    let event = match outcome {
+/// too large, not named `.encrypted`...) is `rejected`, with the generation that was read
+/// (or asked for, when nothing was read). Skips, transient failures and refusals of the
+/// request itself report nothing: no file outcome was decided.
+fn publish(events: &Events, source: &ObjectRef, outcome: &Outcome) {
+    let event = match &outcome.result {
         Ok(response) if response.skipped => return,
-        Ok(response) => Event::new(EventType::Decrypted, job.source.clone())
+        Ok(response) => Event::new(EventType::Decrypted, source.clone())
             .generation(response.source.generation)
             .detail(serde_json::json!({
-                "output": job.output.to_string(),
+                "output": ObjectRef::new(response.bucket.clone(), response.name.clone()).to_string(),
                 "generation": response.generation,
                 "size": response.size,
             })),
-        Err(error) if is_rejection(error) => Event::new(EventType::Rejected, job.source.clone())
-            .generation(job.generation)
+        Err(error) if is_rejection(error) => Event::new(EventType::Rejected, source.clone())
+            .generation(outcome.generation)
             .detail(serde_json::json!({"code": error.code(), "message": error.to_string()})),
         Err(_) => return,
     };

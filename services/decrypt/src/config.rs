@@ -10,6 +10,7 @@ use sigma_shared::config::{self, ConfigError};
 
 use crate::fernet::KeyRing;
 use crate::keys::{KeySource, SecretVersion};
+use crate::upload::UploadSettings;
 
 pub const OUTPUT_BUCKET: &str = "OUTPUT_BUCKET";
 pub const TRIGGER_BUCKETS: &str = "TRIGGER_BUCKETS";
@@ -19,6 +20,10 @@ pub const SECRET_MANAGER_ENDPOINT: &str = "SECRET_MANAGER_ENDPOINT";
 pub const FERNET_TTL_SECONDS: &str = "FERNET_TTL_SECONDS";
 pub const MAX_OBJECT_BYTES: &str = "MAX_OBJECT_BYTES";
 pub const VERIFY_GZIP: &str = "VERIFY_GZIP";
+pub const UPLOAD_CHUNK_MIB: &str = "UPLOAD_CHUNK_MIB";
+pub const FERNET_KEYS_REFRESH_SECONDS: &str = "FERNET_KEYS_REFRESH_SECONDS";
+/// How often a secret's keys are re-read by default.
+pub const DEFAULT_KEYS_REFRESH: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -27,6 +32,8 @@ pub struct Config {
     /// Buckets the service may read from; empty means any.
     pub trigger_buckets: Vec<BucketName>,
     pub keys: KeySource,
+    /// How often keys from a secret are read again; zero: only when a token needs it.
+    pub keys_refresh: Duration,
     /// Python's `ttl`: tokens older than this (by their own timestamp) are refused.
     pub ttl: Option<Duration>,
     /// Encrypted objects larger than this are refused with 413.
@@ -36,6 +43,7 @@ pub struct Config {
     /// are exactly what was encrypted, so this only catches an uploader that encrypted a
     /// broken file, at the cost of inflating it (slower than decryption).
     pub verify_gzip: bool,
+    pub upload: UploadSettings,
 }
 
 impl Config {
@@ -47,9 +55,12 @@ impl Config {
             output_bucket,
             trigger_buckets: config::list(TRIGGER_BUCKETS)?,
             keys: key_source_from_env()?,
+            keys_refresh: config::parsed::<u64>(FERNET_KEYS_REFRESH_SECONDS)?
+                .map_or(DEFAULT_KEYS_REFRESH, Duration::from_secs),
             ttl,
             max_object_bytes: config::parsed(MAX_OBJECT_BYTES)?,
             verify_gzip: config::parsed(VERIFY_GZIP)?.unwrap_or(false),
+            upload: upload_settings_from_env()?,
         })
     }
 }
@@ -79,4 +90,22 @@ fn key_source_from_env() -> Result<KeySource, ConfigError> {
             format!("set {FERNET_KEYS_SECRET} (a Secret Manager version) or {FERNET_KEYS}"),
         )),
     }
+}
+
+/// Whole MiB, so every value is a multiple of the 256 KiB Cloud Storage requires.
+fn upload_settings_from_env() -> Result<UploadSettings, ConfigError> {
+    let defaults = UploadSettings::default();
+    let Some(mib) = config::parsed::<usize>(UPLOAD_CHUNK_MIB)? else {
+        return Ok(defaults);
+    };
+    if !(1..=1024).contains(&mib) {
+        return Err(ConfigError::new(
+            UPLOAD_CHUNK_MIB,
+            "must be 1 to 1024 (MiB)",
+        ));
+    }
+    Ok(UploadSettings {
+        chunk_bytes: mib * 1024 * 1024,
+        ..defaults
+    })
 }

@@ -39,6 +39,17 @@ pub enum Error {
         newer: Generation,
         requested: Generation,
     },
+    /// The output holds the decryption of an object of the same name in another trigger
+    /// bucket. Which of two uploads to different buckets is newer cannot be known (their
+    /// generations are unrelated), so neither may replace the other.
+    #[error(
+        "{output} already holds the decryption of {existing_source}; {source_object} must not overwrite it"
+    )]
+    OutputConflict {
+        output: ObjectRef,
+        existing_source: ObjectRef,
+        source_object: ObjectRef,
+    },
     /// Another request replaced the output while this one was decrypting; trying again
     /// decides from what is there now.
     #[error("{0} was written by another request at the same time")]
@@ -64,9 +75,9 @@ impl Error {
     pub fn from_upload(object: &ObjectRef, error: UploadError) -> Self {
         match error {
             UploadError::Storage(e) => Self::Storage(e),
-            UploadError::Stopped => Self::Interrupted {
+            e @ (UploadError::Stopped | UploadError::Stalled(_)) => Self::Interrupted {
                 object: object.clone(),
-                reason: "the upload stopped before it was committed".into(),
+                reason: e.to_string(),
             },
         }
     }
@@ -82,7 +93,9 @@ impl HttpError for Error {
             | Self::NotGzip(_)
             | Self::CorruptGzip { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Storage(e) => e.status(),
-            Self::Superseded { .. } | Self::WriteConflict(_) => StatusCode::CONFLICT,
+            Self::Superseded { .. } | Self::OutputConflict { .. } | Self::WriteConflict(_) => {
+                StatusCode::CONFLICT
+            }
             Self::Interrupted { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -98,6 +111,7 @@ impl HttpError for Error {
             Self::NotGzip(_) => "not_gzip",
             Self::CorruptGzip { .. } => "corrupt_gzip",
             Self::Superseded { .. } => "superseded",
+            Self::OutputConflict { .. } => "output_conflict",
             Self::WriteConflict(_) => "write_conflict",
             Self::Interrupted { .. } => "interrupted",
             Self::Internal(_) => "internal",

@@ -1,10 +1,16 @@
 //! Where the Fernet keys come from: inline for local runs, or a Secret Manager version.
 //!
-//! Keys are read once at start-up, so a bad secret stops the revision from becoming ready
-//! instead of failing every request. No error here ever includes the secret's payload.
+//! Keys are read at start-up, so a bad secret stops the revision from becoming ready
+//! instead of failing every request. A secret is then read again, because instances live
+//! for hours and keys rotate: periodically, and when a token verifies with none of the
+//! loaded keys (a file encrypted with a key added since), so the new key is used without a
+//! restart. A failed re-read keeps the keys in use. No error here ever includes the
+//! secret's payload.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use google_cloud_secretmanager_v1::client::SecretManagerService;
 use sigma_shared::config::ConfigError;
@@ -64,6 +70,84 @@ impl KeySource {
                 parse_keys(&payload).map_err(|reason| {
                     ConfigError::new(FERNET_KEYS_SECRET, format!("secret {version}: {reason}"))
                 })
+            }
+        }
+    }
+}
+
+/// Re-reads caused by tokens no key verifies happen at most this often: a stream of files
+/// encrypted with a foreign key must not become a stream of Secret Manager calls.
+pub const MIN_RENEWAL_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The key ring in use, renewed from its secret while the service runs.
+#[derive(Debug)]
+pub struct LiveKeys {
+    current: RwLock<KeyRing>,
+    source: KeySource,
+    /// When a token last caused a re-read; held during one, so concurrent callers wait for
+    /// that read instead of making their own (single flight).
+    last_renewal: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl LiveKeys {
+    /// Loads the keys from `source`; fails as start-up should.
+    pub async fn load(source: KeySource) -> Result<Self, ConfigError> {
+        let ring = source.clone().load().await?;
+        Ok(Self {
+            current: RwLock::new(ring),
+            source,
+            last_renewal: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn current(&self) -> KeyRing {
+        self.current.read().expect("never poisoned").clone()
+    }
+
+    /// After `tried` verified no token: re-reads the secret, unless the keys are inline, a
+    /// re-read happened less than [`MIN_RENEWAL_INTERVAL`] ago, or another request already
+    /// replaced `tried`. True when the keys in use now differ from `tried`.
+    pub async fn renew_after(&self, tried: &KeyRing) -> bool {
+        if matches!(self.source, KeySource::Keys(_)) {
+            return false;
+        }
+        let mut last = self.last_renewal.lock().await;
+        if self.current() != *tried {
+            return true;
+        }
+        if last.is_some_and(|at| at.elapsed() < MIN_RENEWAL_INTERVAL) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        self.reload("a token verified with none of the keys").await;
+        self.current() != *tried
+    }
+
+    /// Re-reads the secret every `every`, for as long as the service runs.
+    pub fn refresh_every(self: Arc<Self>, every: Duration) {
+        if matches!(self.source, KeySource::Keys(_)) || every.is_zero() {
+            return;
+        }
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                ticks.tick().await;
+                self.reload("periodic refresh").await;
+            }
+        });
+    }
+
+    async fn reload(&self, why: &str) {
+        match self.source.clone().load().await {
+            Ok(ring) => {
+                let mut current = self.current.write().expect("never poisoned");
+                if *current != ring {
+                    tracing::info!(keys = ring.len(), reason = why, "new Fernet keys loaded");
+                    *current = ring;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, reason = why, "keys not renewed; the loaded keys stay in use");
             }
         }
     }

@@ -8,20 +8,22 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use google_cloud_storage::client::Storage;
 use google_cloud_storage::model_ext::ObjectHighlights;
-use sigma_shared::Generation;
 use sigma_shared::storage::{self, Precondition, StorageError, WriteOptions};
+use sigma_shared::{Generation, ObjectRef};
 use tokio::runtime::Handle;
 
 use crate::error::Error;
-use crate::fernet::{DecryptError, Decryptor};
+use crate::fernet::{DecryptError, Decryptor, KeyRing, TokenError};
 use crate::gzip::GzipCheck;
 use crate::idempotency::{self, Decision, OutputLocks};
+use crate::keys::LiveKeys;
 use crate::request::{DecryptResponse, Job, Source};
 use crate::source::SourceReader;
-use crate::upload::{UploadError, UploadWriter};
+use crate::upload::{UploadError, UploadSettings, UploadWriter};
 
 /// Output objects are gzip files, served as such (never `Content-Encoding: gzip`, which
 /// would make clients inflate them on download).
@@ -35,14 +37,35 @@ enum Next {
 
 pub struct Pipeline {
     pub storage: Storage,
-    pub decryptor: Decryptor,
+    pub keys: Arc<LiveKeys>,
+    /// Python's `ttl`, for every decryption.
+    pub ttl: Option<Duration>,
     pub max_object_bytes: Option<u64>,
     pub verify_gzip: bool,
+    pub upload: UploadSettings,
     pub locks: OutputLocks,
 }
 
+/// How a run ended, and the source generation it read (the pinned one, or the one Cloud
+/// Storage served; `None` when the object could not be read at all), which events report
+/// whatever the outcome.
+pub struct Outcome {
+    pub generation: Option<Generation>,
+    pub result: Result<DecryptResponse, Error>,
+}
+
 impl Pipeline {
-    pub async fn run(self: Arc<Self>, job: Job) -> Result<DecryptResponse, Error> {
+    pub async fn run(self: Arc<Self>, job: Job) -> Outcome {
+        let mut generation = job.generation;
+        let result = self.run_resolving(&job, &mut generation).await;
+        Outcome { generation, result }
+    }
+
+    async fn run_resolving(
+        self: Arc<Self>,
+        job: &Job,
+        resolved: &mut Option<Generation>,
+    ) -> Result<DecryptResponse, Error> {
         let _writing = self.locks.lock(&job.output).await;
         let source = &job.source;
         let reading = storage::open(&self.storage, source, job.generation).await?;
@@ -54,6 +77,7 @@ impl Pipeline {
                 reason: "Cloud Storage reported no generation for it".into(),
             })?,
         };
+        *resolved = Some(generation);
         tracing::Span::current().record("generation", generation.get());
         if let Some(limit) = self.max_object_bytes
             && u64::try_from(highlights.size).is_ok_and(|size| size > limit)
@@ -65,20 +89,41 @@ impl Pipeline {
             .into());
         }
         let existing = storage::stat(&self.storage, &job.output).await?;
-        let precondition = match self.decide(existing, &job, generation)? {
+        let precondition = match self.decide(existing, job, generation)? {
             Next::Answer(done) => return Ok(done),
             Next::Write(precondition) => precondition,
         };
+        let keys = self.keys.current();
         let committed = self
             .clone()
-            .decrypt(job.clone(), generation, reading, precondition)
+            .decrypt(
+                job.clone(),
+                generation,
+                Some(reading),
+                precondition,
+                keys.clone(),
+            )
             .await;
+        // Keys rotate: a token no loaded key verifies may be from a key added since start-up.
+        let committed = match committed {
+            Err(Error::Token {
+                reason: TokenError::Signature,
+                ..
+            }) if self.keys.renew_after(&keys).await => {
+                tracing::info!("trying again with the renewed keys");
+                let renewed = self.keys.current();
+                self.clone()
+                    .decrypt(job.clone(), generation, None, precondition, renewed)
+                    .await
+            }
+            other => other,
+        };
         match committed {
             Err(Error::Storage(StorageError::PreconditionFailed(_))) => {
                 // Another request committed first; if it wrote this very upload, the work
                 // is done, otherwise the caller should ask again and get a fresh decision.
                 let existing = storage::stat(&self.storage, &job.output).await?;
-                match self.decide(existing, &job, generation)? {
+                match self.decide(existing, job, generation)? {
                     Next::Answer(done) => Ok(done),
                     Next::Write(_) => Err(Error::WriteConflict(job.output.clone())),
                 }
@@ -107,6 +152,11 @@ impl Pipeline {
                 newer,
                 requested: generation,
             }),
+            Decision::OtherBucket(bucket) => Err(Error::OutputConflict {
+                output: job.output.clone(),
+                existing_source: ObjectRef::new(bucket, job.source.name.clone()),
+                source_object: job.source.clone(),
+            }),
             Decision::Write(precondition) => Ok(Next::Write(precondition)),
         }
     }
@@ -115,9 +165,11 @@ impl Pipeline {
         self: Arc<Self>,
         job: Job,
         generation: Generation,
-        first_read: storage::ReadObjectResponse,
+        first_read: Option<storage::ReadObjectResponse>,
         precondition: Precondition,
+        keys: KeyRing,
     ) -> Result<DecryptResponse, Error> {
+        let decryptor = Decryptor::new(keys).with_ttl(self.ttl);
         let runtime = Handle::current();
         let span = tracing::Span::current();
         let options = WriteOptions {
@@ -129,7 +181,7 @@ impl Pipeline {
         let object = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
             let job = blocking_job;
-            let mut first_read = Some(first_read);
+            let mut first_read = first_read;
             let mut pass = 0;
             let open = || {
                 pass += 1;
@@ -158,11 +210,11 @@ impl Pipeline {
                     job.output.clone(),
                     precondition,
                     options.clone(),
+                    pipeline.upload,
                 );
                 Ok(GzipCheck::new(upload, pipeline.verify_gzip))
             };
-            let decrypted = pipeline
-                .decryptor
+            let decrypted = decryptor
                 .decrypt(open, create)
                 .map_err(|e| from_decrypt_error(&job, e))?;
             tracing::info!(

@@ -1,10 +1,12 @@
 //! The HTTP contract: what `POST /decrypt` accepts and answers.
 //!
 //! The body may be a person's `{"bucket", "name"}` or the `data` of a Cloud Storage
-//! object-finalize CloudEvent (many more fields, numbers as strings): unknown fields are
-//! ignored so an Eventarc trigger can call the service directly.
+//! object-finalize CloudEvent (many more fields, numbers as strings), so an Eventarc trigger
+//! can call the service directly. Any other field is refused: a misspelt or invented option
+//! (`"dryRun": true`) silently ignored would do real work the caller did not ask for.
 
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
 use sigma_shared::storage::StorageError;
 use sigma_shared::{BucketName, Generation, ObjectName, ObjectRef};
 
@@ -14,16 +16,80 @@ use crate::error::Error;
 /// What marks an object as encrypted; the output name is the input name without it.
 pub const ENCRYPTED_SUFFIX: &str = ".encrypted";
 
+/// The fields of the Cloud Storage object resource (storage v1 `Object`, which an
+/// object-finalize event's `data` is) that the service accepts and does not use. Listed
+/// explicitly: a field outside this list and the request's own is refused.
+pub const OBJECT_EVENT_FIELDS: &[&str] = &[
+    "kind",
+    "id",
+    "selfLink",
+    "mediaLink",
+    "metageneration",
+    "contentType",
+    "contentEncoding",
+    "contentDisposition",
+    "contentLanguage",
+    "cacheControl",
+    "timeCreated",
+    "updated",
+    "timeDeleted",
+    "timeStorageClassUpdated",
+    "softDeleteTime",
+    "hardDeleteTime",
+    "customTime",
+    "retentionExpirationTime",
+    "retention",
+    "storageClass",
+    "md5Hash",
+    "crc32c",
+    "componentCount",
+    "etag",
+    "metadata",
+    "acl",
+    "owner",
+    "customerEncryption",
+    "kmsKeyName",
+    "eventBasedHold",
+    "temporaryHold",
+];
+
 #[derive(Debug, Deserialize)]
+#[serde(try_from = "Map<String, Value>")]
 pub struct DecryptRequest {
     pub bucket: String,
     pub name: String,
     /// Pins the read to this upload; without it the current generation is read.
-    #[serde(default)]
     pub generation: Option<Generation>,
     /// The uploader's claim about the size; only used to refuse early.
-    #[serde(default, deserialize_with = "size")]
     pub size: Option<u64>,
+}
+
+/// The request's own fields, once the event's fields are set aside; anything else left is
+/// an unknown field.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OwnFields {
+    bucket: String,
+    name: String,
+    #[serde(default)]
+    generation: Option<Generation>,
+    #[serde(default, deserialize_with = "size")]
+    size: Option<u64>,
+}
+
+impl TryFrom<Map<String, Value>> for DecryptRequest {
+    type Error = serde_json::Error;
+
+    fn try_from(mut body: Map<String, Value>) -> Result<Self, Self::Error> {
+        body.retain(|field, _| !OBJECT_EVENT_FIELDS.contains(&field.as_str()));
+        let own = OwnFields::deserialize(Value::Object(body))?;
+        Ok(Self {
+            bucket: own.bucket,
+            name: own.name,
+            generation: own.generation,
+            size: own.size,
+        })
+    }
 }
 
 /// A request that passed every check that needs no Cloud Storage call.
@@ -35,13 +101,26 @@ pub struct Job {
 }
 
 impl DecryptRequest {
+    /// Every check, in order; see [`Self::source`] and [`Self::job`].
     pub fn validate(self, config: &Config) -> Result<Job, Error> {
+        let source = self.source(config)?;
+        self.job(source, config)
+    }
+
+    /// The source object, if its names are valid and its bucket is one the service may read.
+    /// Failing here refuses the request itself: there is no file to speak of.
+    pub fn source(&self, config: &Config) -> Result<ObjectRef, Error> {
         let bucket: BucketName = self.bucket.parse().map_err(Error::InvalidName)?;
         let name: ObjectName = self.name.parse().map_err(Error::InvalidName)?;
         if !config.trigger_buckets.is_empty() && !config.trigger_buckets.contains(&bucket) {
             return Err(Error::BucketNotAllowed(bucket));
         }
-        let source = ObjectRef::new(bucket, name);
+        Ok(ObjectRef::new(bucket, name))
+    }
+
+    /// The job for `source`. Failing here refuses the file (its name or announced size), as
+    /// a bad token would, so it is reported as a rejection.
+    pub fn job(self, source: ObjectRef, config: &Config) -> Result<Job, Error> {
         let output_name = source
             .name
             .strip_suffix(ENCRYPTED_SUFFIX)
@@ -114,6 +193,8 @@ mod tests {
             ttl: None,
             max_object_bytes,
             verify_gzip: false,
+            upload: Default::default(),
+            keys_refresh: crate::config::DEFAULT_KEYS_REFRESH,
         }
     }
 
@@ -147,6 +228,28 @@ mod tests {
         .validate(&config(&["trig"], Some(4096)))
         .unwrap();
         assert_eq!(job.generation.unwrap().get(), 1705312800123456);
+    }
+
+    #[test]
+    fn every_field_of_an_object_finalize_event_is_accepted() {
+        let mut event = serde_json::Map::new();
+        for field in OBJECT_EVENT_FIELDS {
+            event.insert((*field).to_owned(), serde_json::json!("x"));
+        }
+        event.insert("bucket".into(), serde_json::json!("trig"));
+        event.insert("name".into(), serde_json::json!("a.gz.encrypted"));
+        assert!(serde_json::from_value::<DecryptRequest>(event.into()).is_ok());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_naming_the_field() {
+        for field in ["dryRun", "bucket_name", "Name"] {
+            let error = serde_json::from_value::<DecryptRequest>(serde_json::json!({
+                "bucket": "trig", "name": "a.gz.encrypted", field: true
+            }))
+            .unwrap_err();
+            assert!(error.to_string().contains(field), "{error}");
+        }
     }
 
     #[test]

@@ -6,25 +6,62 @@
 //! upload through a bounded channel (constant memory whatever the file size); dropping it
 //! without [`UploadWriter::finish`] makes the stream end in an error, the client abandons
 //! the session, and no object ever appears.
+//!
+//! Retries are per chunk. The client's retry loop spans the whole upload, so a time limit on
+//! it (the shared client's is 60 s) would refuse to retry a transient error that comes after
+//! a minute of uploading, and a multi-GiB decryption would fail and start over. Here the
+//! client retries without a time limit, resuming the session where Cloud Storage says it
+//! stands, and a watchdog gives up only when one chunk has made no progress for
+//! [`UploadSettings::chunk_retry_limit`].
 
 use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use google_cloud_storage::client::Storage;
 use google_cloud_storage::model::Object;
+use google_cloud_storage::retry_policy::RetryableErrors;
 use google_cloud_storage::streaming_source::StreamingSource;
 use sigma_shared::ObjectRef;
-use sigma_shared::storage::{self, Precondition, StorageError, WriteOptions};
+use sigma_shared::storage::{Precondition, StorageError, WriteOptions};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// Bytes are handed to the upload in pieces of this size: large enough that the channel
 /// costs little per byte, small enough that a few in flight stay far below the memory budget.
-pub const CHUNK_BYTES: usize = 1024 * 1024;
-/// Chunks waiting for the upload; with the client's own 8 MiB buffer this bounds the
-/// memory an upload can hold.
-const CHANNEL_CHUNKS: usize = 4;
+pub const PIECE_BYTES: usize = 1024 * 1024;
+/// Pieces waiting for the upload; with the client's chunk buffer this bounds the memory an
+/// upload can hold.
+const CHANNEL_PIECES: usize = 4;
+/// Cloud Storage takes resumable uploads in multiples of 256 KiB.
+pub const CHUNK_GRANULE: usize = 256 * 1024;
+
+/// How the plaintext is uploaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadSettings {
+    /// Bytes per resumable-upload request, a multiple of [`CHUNK_GRANULE`]. The client
+    /// holds one chunk in memory until Cloud Storage has it, and sends the next only then,
+    /// so larger chunks pay fewer round trips at the cost of their size in memory.
+    pub chunk_bytes: usize,
+    /// How long one chunk may take, retries included, before the upload is given up.
+    pub chunk_retry_limit: Duration,
+}
+
+impl UploadSettings {
+    pub const DEFAULT_CHUNK_MIB: usize = 32;
+    pub const DEFAULT_CHUNK_RETRY_LIMIT: Duration = Duration::from_secs(60);
+}
+
+impl Default for UploadSettings {
+    fn default() -> Self {
+        Self {
+            chunk_bytes: Self::DEFAULT_CHUNK_MIB * 1024 * 1024,
+            chunk_retry_limit: Self::DEFAULT_CHUNK_RETRY_LIMIT,
+        }
+    }
+}
 
 enum Message {
     Data(Bytes),
@@ -42,13 +79,45 @@ pub enum UploadError {
     /// The upload task is gone without an answer (the runtime is shutting down).
     #[error("the upload stopped before it was committed")]
     Stopped,
+    #[error("Cloud Storage accepted no upload chunk for {} s, retries included", .0.as_secs())]
+    Stalled(Duration),
 }
 
-/// The upload's side of the channel: yields chunks until `End`; a writer gone without
+/// When the upload last asked for data: `Some(t)` while it has been busy with Cloud
+/// Storage since `t` (sending a chunk, retrying it, committing), `None` while it waits for
+/// the decryptor. The client only asks for more once a chunk is persisted, so a long
+/// `Some` is a chunk that is not getting through.
+#[derive(Debug)]
+struct Progress(Mutex<Option<Instant>>);
+
+impl Progress {
+    fn busy_since(&self) -> Option<Instant> {
+        *self.0.lock().expect("never poisoned")
+    }
+
+    fn set(&self, busy_since: Option<Instant>) {
+        *self.0.lock().expect("never poisoned") = busy_since;
+    }
+
+    /// Returns once the upload has been busy for `limit` without asking for data.
+    async fn stalled(&self, limit: Duration) {
+        loop {
+            let wait = match self.busy_since() {
+                Some(since) if since.elapsed() >= limit => return,
+                Some(since) => limit - since.elapsed(),
+                None => limit,
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// The upload's side of the channel: yields pieces until `End`; a writer gone without
 /// `End` is an error, which is what aborts the resumable upload.
 struct ChannelSource {
     receiver: mpsc::Receiver<Message>,
     ended: bool,
+    progress: Arc<Progress>,
 }
 
 impl StreamingSource for ChannelSource {
@@ -58,7 +127,10 @@ impl StreamingSource for ChannelSource {
         if self.ended {
             return None;
         }
-        match self.receiver.recv().await {
+        self.progress.set(None);
+        let message = self.receiver.recv().await;
+        self.progress.set(Some(Instant::now()));
+        match message {
             Some(Message::Data(bytes)) => Some(Ok(bytes)),
             Some(Message::End) => {
                 self.ended = true;
@@ -69,10 +141,44 @@ impl StreamingSource for ChannelSource {
     }
 }
 
+/// The resumable upload of `source` to `target`, retried per chunk (see the module doc).
+async fn upload(
+    client: Storage,
+    target: ObjectRef,
+    source: ChannelSource,
+    precondition: Precondition,
+    options: WriteOptions,
+    settings: UploadSettings,
+) -> Result<Object, UploadError> {
+    let progress = source.progress.clone();
+    let generation_match = match precondition {
+        Precondition::DoesNotExist => 0,
+        Precondition::GenerationMatch(generation) => generation.get(),
+    };
+    let write = client
+        .write_object(
+            format!("projects/_/buckets/{}", target.bucket),
+            target.name.as_str(),
+            source,
+        )
+        .set_if_generation_match(generation_match)
+        .set_content_type(options.content_type)
+        .set_metadata(options.metadata)
+        .with_resumable_upload_buffer_size(settings.chunk_bytes)
+        .with_retry_policy(RetryableErrors)
+        .send_buffered();
+    tokio::select! {
+        written = write => written.map_err(|e| StorageError::from_gax(&target, e).into()),
+        () = progress.stalled(settings.chunk_retry_limit) => {
+            Err(UploadError::Stalled(settings.chunk_retry_limit))
+        }
+    }
+}
+
 pub struct UploadWriter {
     sender: Option<mpsc::Sender<Message>>,
     buffer: BytesMut,
-    upload: Option<JoinHandle<storage::Result<Object>>>,
+    upload: Option<JoinHandle<Result<Object, UploadError>>>,
     runtime: Handle,
 }
 
@@ -85,18 +191,25 @@ impl UploadWriter {
         target: ObjectRef,
         precondition: Precondition,
         options: WriteOptions,
+        settings: UploadSettings,
     ) -> Self {
-        let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
+        let (sender, receiver) = mpsc::channel(CHANNEL_PIECES);
         let source = ChannelSource {
             receiver,
             ended: false,
+            progress: Arc::new(Progress(Mutex::new(Some(Instant::now())))),
         };
-        let upload = runtime.spawn(async move {
-            storage::write(&client, &target, source, precondition, options).await
-        });
+        let upload = runtime.spawn(upload(
+            client,
+            target,
+            source,
+            precondition,
+            options,
+            settings,
+        ));
         Self {
             sender: Some(sender),
-            buffer: BytesMut::with_capacity(CHUNK_BYTES),
+            buffer: BytesMut::with_capacity(PIECE_BYTES),
             upload: Some(upload),
             runtime,
         }
@@ -119,7 +232,7 @@ impl UploadWriter {
     fn join(&mut self) -> Result<Object, UploadError> {
         let upload = self.upload.take().ok_or(UploadError::Stopped)?;
         match self.runtime.block_on(upload) {
-            Ok(result) => result.map_err(UploadError::Storage),
+            Ok(result) => result,
             Err(_) => Err(UploadError::Stopped),
         }
     }
@@ -129,7 +242,7 @@ impl UploadWriter {
             return Ok(());
         }
         let chunk = self.buffer.split().freeze();
-        self.buffer.reserve(CHUNK_BYTES);
+        self.buffer.reserve(PIECE_BYTES);
         self.send(Message::Data(chunk))
     }
 
@@ -144,10 +257,10 @@ impl UploadWriter {
 
 impl Write for UploadWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = CHUNK_BYTES - self.buffer.len();
+        let room = PIECE_BYTES - self.buffer.len();
         let taken = data.len().min(room);
         self.buffer.extend_from_slice(&data[..taken]);
-        if self.buffer.len() == CHUNK_BYTES {
+        if self.buffer.len() == PIECE_BYTES {
             self.send_buffer().map_err(io::Error::other)?;
         }
         Ok(taken)

@@ -485,3 +485,145 @@ fn read_and_write_failures_are_reported_as_such() {
         Err(DecryptError::Write(_))
     ));
 }
+
+/// The `fernet` crate (RustCrypto backend) as a second, independent implementation.
+fn crate_fernet(key: &Key) -> fernet::Fernet {
+    fernet::Fernet::new(&key.to_base64()).unwrap()
+}
+
+/// The crate's verdict; it takes tokens as text, so bytes that are not UTF-8 are refused.
+fn crate_decrypt(key: &Key, token: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(token).ok()?;
+    crate_fernet(key).decrypt(text).ok()
+}
+
+#[test]
+fn tokens_cross_between_the_fernet_crate_and_sigma_byte_for_byte() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for case in 0..200 {
+        let key = Key::generate();
+        let len = match case % 4 {
+            0 => rng.random_range(0..64),
+            1 => rng.random_range(0..4096),
+            2 => rng.random_range(0..100_000),
+            _ => (1 << 20) + rng.random_range(0..33),
+        };
+        let plaintext: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        let decryptor = Decryptor::new(ring(&[&key]));
+
+        let from_crate = crate_fernet(&key).encrypt(&plaintext);
+        let ours = make_token(&key, &plaintext);
+
+        assert_eq!(
+            decrypt_in_reads(
+                &decryptor,
+                from_crate.as_bytes(),
+                &[rng.random_range(1..70_000)]
+            )
+            .unwrap(),
+            plaintext,
+            "case {case}: the crate's token of {len} bytes"
+        );
+        assert_eq!(
+            crate_decrypt(&key, &ours).unwrap(),
+            plaintext,
+            "case {case}: our token of {len} bytes"
+        );
+    }
+}
+
+/// Where the crate and Python disagree, sigma sides with Python (the function it replaces).
+/// The crate decodes base64 its own way (`URL_SAFE_NO_PAD` after trimming every `=`):
+/// - stricter: Python's `urlsafe_b64decode` skips characters outside the alphabet and
+///   tolerates extra padding, so a token with a line break, a space or a stray `*` inside,
+///   or `==` in the middle, opens in Python and sigma and not in the crate;
+/// - more lenient: a token missing its `=` padding opens in the crate, while Python (and
+///   sigma) refuse it ("Incorrect padding"); padded again, Python opens it too.
+#[test]
+fn damaged_tokens_get_the_crates_verdict_except_where_its_base64_differs_from_pythons() {
+    let mut python = Python::start();
+    let key = Key::generate();
+    let other = Key::generate();
+    let decryptor = Decryptor::new(ring(&[&key]));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4242);
+    let (mut agreed, mut stricter, mut lenient) = (0, 0, 0);
+    for case in 0..600 {
+        let plaintext: Vec<u8> = (0..rng.random_range(0..80)).map(|_| rng.random()).collect();
+        let mut token = make_token(if case % 13 == 0 { &other } else { &key }, &plaintext);
+        for _ in 0..rng.random_range(1..=3) {
+            let at = rng.random_range(0..=token.len());
+            match rng.random_range(0..8) {
+                0 if at < token.len() => token[at] ^= 1 << rng.random_range(0..8),
+                1 => token.truncate(at),
+                2 => token.insert(at, *b"=\n +/-_*A".get(rng.random_range(0..9)).unwrap()),
+                3 if at < token.len() => {
+                    token.remove(at);
+                }
+                4 => token.extend_from_slice(b"=="),
+                5 => token.extend_from_slice(b"\n"),
+                6 => {
+                    let junk: Vec<u8> = (0..rng.random_range(1..5)).map(|_| rng.random()).collect();
+                    token.extend(junk);
+                }
+                _ => {}
+            }
+        }
+        let ours = decrypt_in_reads(&decryptor, &token, &[rng.random_range(1..40)]).ok();
+        let from_crate = crate_decrypt(&key, &token);
+        if ours == from_crate {
+            agreed += 1;
+            continue;
+        }
+        let from_python = python.decrypt(&[&key], &token, None);
+        let text = String::from_utf8_lossy(&token);
+        assert_eq!(
+            ours, from_python,
+            "case {case}: sigma and Python differ on {text:?}"
+        );
+        if from_crate.is_none() {
+            stricter += 1;
+            continue;
+        }
+        let unpadded = text.trim_end_matches('=');
+        let padded = format!("{unpadded}{}", "=".repeat((4 - unpadded.len() % 4) % 4));
+        assert_eq!(
+            python.decrypt(&[&key], padded.as_bytes(), None),
+            from_crate,
+            "case {case}: the crate accepts {text:?}, which is not merely missing its padding"
+        );
+        lenient += 1;
+    }
+    assert!(agreed > 400, "{agreed} agreements");
+    assert!(
+        stricter > 0,
+        "the damage should include what only the crate refuses"
+    );
+    assert!(lenient > 0, "the damage should include missing padding");
+}
+
+/// The other difference: without a TTL, Python (and sigma) accept a token stamped in the
+/// future; the crate refuses one more than 60 s ahead, TTL or not.
+#[test]
+fn without_a_ttl_a_future_token_opens_in_sigma_and_python_but_not_in_the_crate() {
+    let mut python = Python::start();
+    let key = Key::generate();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut token = Vec::new();
+    encrypt_at(
+        &key,
+        now + 3600,
+        rand::random(),
+        &b"from the future"[..],
+        &mut token,
+    )
+    .unwrap();
+
+    let ours = decrypt(&Decryptor::new(ring(&[&key])), &token).ok();
+
+    assert_eq!(ours.as_deref(), Some(&b"from the future"[..]));
+    assert_eq!(python.decrypt(&[&key], &token, None), ours);
+    assert_eq!(crate_decrypt(&key, &token), None);
+}

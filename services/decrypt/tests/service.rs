@@ -311,6 +311,59 @@ async fn cloud_event_data_is_accepted_as_the_request_body() {
 }
 
 #[tokio::test]
+async fn unknown_fields_are_refused_with_invalid_request_and_nothing_is_decrypted() {
+    let key = Key::generate();
+    let service = Service::start(config(&[&key])).await;
+    service.upload(token(&key, &gzip(b"not now"))).await;
+
+    let answer = service
+        .post(json!({"bucket": TRIGGER, "name": SOURCE_NAME, "dryRun": true}))
+        .await;
+
+    assert!(
+        answer.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("dryRun"),
+        "{}",
+        answer.1
+    );
+    service.assert_refused(answer, 400, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn a_full_object_finalize_event_with_every_object_field_is_accepted() {
+    let key = Key::generate();
+    let service = Service::start(config(&[&key])).await;
+    let generation = service.upload(token(&key, &gzip(b"event"))).await;
+    let event_data = json!({
+        "kind": "storage#object",
+        "id": format!("{TRIGGER}/{SOURCE_NAME}/{generation}"),
+        "selfLink": format!("https://www.googleapis.com/storage/v1/b/{TRIGGER}/o/x"),
+        "mediaLink": format!("https://storage.googleapis.com/download/storage/v1/b/{TRIGGER}/o/x?alt=media"),
+        "name": SOURCE_NAME, "bucket": TRIGGER, "generation": generation.to_string(),
+        "metageneration": "1", "contentType": "application/octet-stream",
+        "contentEncoding": "", "contentDisposition": "attachment", "contentLanguage": "es",
+        "cacheControl": "no-store", "timeCreated": "2024-01-15T06:00:00.000Z",
+        "updated": "2024-01-15T06:00:00.000Z", "timeDeleted": null,
+        "timeStorageClassUpdated": "2024-01-15T06:00:00.000Z",
+        "softDeleteTime": null, "hardDeleteTime": null, "customTime": null,
+        "retentionExpirationTime": null, "retention": {"mode": "Unlocked", "retainUntilTime": "2030-01-01T00:00:00Z"},
+        "storageClass": "STANDARD", "size": "100", "md5Hash": "XrY7u+Ae7tCTyyK7j1rNww==",
+        "crc32c": "AAAAAA==", "componentCount": 1, "etag": "CLbF7Yuf6YIDEAE=",
+        "metadata": {"origin": "on-premise"}, "acl": [], "owner": {"entity": "user-x"},
+        "customerEncryption": {"encryptionAlgorithm": "AES256", "keySha256": "x"},
+        "kmsKeyName": "projects/p/locations/l/keyRings/r/cryptoKeys/k",
+        "eventBasedHold": false, "temporaryHold": false
+    });
+
+    let (status, body) = service.post(event_data).await;
+
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["name"], OUTPUT_NAME);
+}
+
+#[tokio::test]
 async fn bad_requests_are_refused_with_their_codes_before_anything_is_read() {
     let key = Key::generate();
     let mut config = config(&[&key]);
@@ -465,4 +518,168 @@ async fn written_outputs_and_refused_files_are_published_as_events_and_skips_are
     assert_eq!(rejected["detail"]["code"], "invalid_token");
     let text = String::from_utf8_lossy(&messages[1].data);
     assert!(!text.contains(&key.to_base64()), "{text}");
+}
+
+#[tokio::test]
+async fn an_output_written_from_one_trigger_bucket_is_never_overwritten_from_another() {
+    const SECOND: &str = "company_second_trigger_bucket";
+    let key = Key::generate();
+    let mut config = config(&[&key]);
+    config.trigger_buckets.push(SECOND.parse().unwrap());
+    let gcs = sigma_fakes::gcs::FakeGcs::start(&[TRIGGER, SECOND, OUTPUT])
+        .await
+        .unwrap();
+    let service = Service::start_on(gcs, config).await;
+    service
+        .upload(token(&key, &gzip(b"from the first bucket")))
+        .await;
+    let (status, first) = service.decrypt(SOURCE_NAME).await;
+    assert_eq!(status, 200, "{first}");
+    // A later upload of the same name to the other bucket: a newer generation.
+    service
+        .gcs
+        .put(
+            SECOND,
+            SOURCE_NAME,
+            token(&key, &gzip(b"from the second bucket")),
+        )
+        .await
+        .unwrap();
+
+    let (status, body) = service
+        .post(json!({"bucket": SECOND, "name": SOURCE_NAME}))
+        .await;
+
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "output_conflict", "{body}");
+    assert_eq!(body["error"]["retryable"], false, "{body}");
+    assert_eq!(
+        service.gcs.get(OUTPUT, OUTPUT_NAME).await.unwrap().unwrap(),
+        gzip(b"from the first bucket")
+    );
+    let (status, again) = service.decrypt(SOURCE_NAME).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["skipped"], true, "{again}");
+}
+
+#[tokio::test]
+async fn names_beyond_ascii_are_decrypted_once_and_their_duplicates_skipped() {
+    let key = Key::generate();
+    let service = Service::start(config(&[&key])).await;
+    for name in [
+        "datos/año/ñandú.gz.encrypted",
+        "data/with space/a b.gz.encrypted",
+        "data/hash#tag.gz.encrypted",
+        "data/question?x=1.gz.encrypted",
+        "data/percent%20not-a-space%.gz.encrypted",
+        "data/plus+sign.gz.encrypted",
+        "data/日本/ü ñ #?%+.gz.encrypted",
+    ] {
+        let plaintext = gzip(name.as_bytes());
+        let generation = service
+            .gcs
+            .put(TRIGGER, name, token(&key, &plaintext))
+            .await
+            .unwrap();
+        let output = name.strip_suffix(".encrypted").unwrap();
+
+        let (status, first) = service.decrypt(name).await;
+        let (again_status, again) = service.decrypt(name).await;
+
+        assert_eq!(status, 200, "{name}: {first}");
+        assert_eq!(first["name"], output, "{name}");
+        assert_eq!(first["skipped"], false, "{name}");
+        assert_eq!(
+            service.gcs.get(OUTPUT, output).await.unwrap().unwrap(),
+            plaintext,
+            "{name}"
+        );
+        assert_eq!(again_status, 200, "{name}: {again}");
+        assert_eq!(
+            again["skipped"], true,
+            "{name}: the duplicate was decrypted again"
+        );
+        assert_eq!(again["generation"], first["generation"], "{name}");
+        let stored = service.gcs.metadata(OUTPUT, output).await.unwrap().unwrap();
+        assert_eq!(
+            stored.metadata["sigma-source-generation"],
+            generation.to_string()
+        );
+        assert_eq!(
+            percent_encoding::percent_decode_str(&stored.metadata["sigma-source-name"])
+                .decode_utf8()
+                .unwrap(),
+            name,
+            "the recorded name decodes to the source name"
+        );
+    }
+}
+
+#[tokio::test]
+async fn refusals_of_the_name_and_the_announced_size_publish_rejected_with_the_generation() {
+    const TOPIC: &str = "projects/p/topics/sigma-events";
+    let pubsub = sigma_fakes::pubsub::FakePubsub::start(&[TOPIC])
+        .await
+        .unwrap();
+    let events = sigma_shared::events::Events::connect(
+        Some(TOPIC.parse().unwrap()),
+        Some(pubsub.emulator_host()),
+    )
+    .await
+    .unwrap();
+    let key = Key::generate();
+    let mut config = config(&[&key]);
+    config.max_object_bytes = Some(1000);
+    let gcs = sigma_fakes::gcs::FakeGcs::start(&[TRIGGER, OUTPUT])
+        .await
+        .unwrap();
+    let service = Service::start_with_events(gcs, config, events).await;
+    let wrong_key_generation = service
+        .gcs
+        .put(
+            TRIGGER,
+            "data/bad.gz.encrypted",
+            token(&Key::generate(), &gzip(b"x")),
+        )
+        .await
+        .unwrap();
+
+    let unpinned = service.decrypt("data/bad.gz.encrypted").await;
+    let too_large = service
+        .post(json!({"bucket": TRIGGER, "name": SOURCE_NAME, "size": "5000", "generation": "17"}))
+        .await;
+    let not_encrypted = service
+        .post(json!({"bucket": TRIGGER, "name": "data/plain.gz", "generation": 18}))
+        .await;
+
+    assert_eq!(unpinned.0, 422, "{}", unpinned.1);
+    assert_eq!(too_large.0, 413, "{}", too_large.1);
+    assert_eq!(not_encrypted.0, 422, "{}", not_encrypted.1);
+    let messages = pubsub.wait_for(3).await;
+    let rejected: Vec<serde_json::Value> = messages.iter().map(|m| m.json().unwrap()).collect();
+    for event in &rejected {
+        assert_eq!(event["event_type"], "sigma.decrypt.rejected", "{event}");
+    }
+    let summary: Vec<(&str, &str, &str)> = rejected
+        .iter()
+        .map(|e| {
+            (
+                e["object"].as_str().unwrap(),
+                e["generation"].as_str().unwrap_or("null"),
+                e["detail"]["code"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let bad = format!("gs://{TRIGGER}/data/bad.gz.encrypted");
+    let source = format!("gs://{TRIGGER}/{SOURCE_NAME}");
+    let plain = format!("gs://{TRIGGER}/data/plain.gz");
+    let wrong_key_generation = wrong_key_generation.to_string();
+    assert_eq!(
+        summary,
+        [
+            (bad.as_str(), wrong_key_generation.as_str(), "invalid_token"),
+            (source.as_str(), "17", "object_too_large"),
+            (plain.as_str(), "18", "not_encrypted"),
+        ]
+    );
 }

@@ -112,6 +112,8 @@ fn configuration_is_read_from_the_environment_and_bad_values_name_their_variable
             "FERNET_TTL_SECONDS",
             "MAX_OBJECT_BYTES",
             "VERIFY_GZIP",
+            "UPLOAD_CHUNK_MIB",
+            "FERNET_KEYS_REFRESH_SECONDS",
         ] {
             // SAFETY: the only test in this binary that touches the environment.
             unsafe { std::env::remove_var(var) };
@@ -129,8 +131,12 @@ fn configuration_is_read_from_the_environment_and_bad_values_name_their_variable
         ("FERNET_TTL_SECONDS", "3600"),
         ("MAX_OBJECT_BYTES", "1073741824"),
         ("VERIFY_GZIP", "true"),
+        ("UPLOAD_CHUNK_MIB", "16"),
+        ("FERNET_KEYS_REFRESH_SECONDS", "60"),
     ])
     .unwrap();
+    assert_eq!(config.upload.chunk_bytes, 16 << 20);
+    assert_eq!(config.keys_refresh, std::time::Duration::from_secs(60));
     assert_eq!(config.trigger_buckets.len(), 2);
     assert_eq!(config.ttl, Some(HOUR));
     assert_eq!(config.max_object_bytes, Some(1 << 30));
@@ -213,6 +219,22 @@ fn configuration_is_read_from_the_environment_and_bad_values_name_their_variable
             ],
             "VERIFY_GZIP",
         ),
+        (
+            vec![
+                ("OUTPUT_BUCKET", "out"),
+                ("FERNET_KEYS", &key),
+                ("UPLOAD_CHUNK_MIB", "0"),
+            ],
+            "UPLOAD_CHUNK_MIB",
+        ),
+        (
+            vec![
+                ("OUTPUT_BUCKET", "out"),
+                ("FERNET_KEYS", &key),
+                ("FERNET_KEYS_REFRESH_SECONDS", "5m"),
+            ],
+            "FERNET_KEYS_REFRESH_SECONDS",
+        ),
     ];
     for (vars, variable) in refused {
         let error = set(&vars).unwrap_err();
@@ -223,4 +245,74 @@ fn configuration_is_read_from_the_environment_and_bad_values_name_their_variable
         );
         assert!(!error.to_string().contains(&key), "{error}");
     }
+}
+
+#[tokio::test]
+async fn a_key_added_to_the_secret_after_start_up_decrypts_without_a_restart() {
+    let secrets = FakeSecretManager::start().await.unwrap();
+    let (old, new) = (Key::generate(), Key::generate());
+    secrets.add_version("projects/p/secrets/fernet-keys", old.to_base64());
+    let mut config = config(&[&old]);
+    config.keys = from_secret("projects/p/secrets/fernet-keys/versions/latest", &secrets);
+    let gcs = FakeGcs::start(&[TRIGGER, OUTPUT]).await.unwrap();
+    let app = sigma_decrypt::app::build(config, storage(&gcs).await, Events::disabled())
+        .await
+        .unwrap();
+    let address = sigma_shared::server::spawn(app).await.unwrap();
+    let http = reqwest::Client::new();
+    let decrypt = |name: &'static str| {
+        http.post(format!("http://{address}/decrypt"))
+            .json(&json!({"bucket": TRIGGER, "name": name}))
+            .send()
+    };
+    // The rotation: a new version whose newest key comes first.
+    secrets.add_version(
+        "projects/p/secrets/fernet-keys",
+        format!("{}\n{}\n", new.to_base64(), old.to_base64()),
+    );
+    gcs.put(TRIGGER, SOURCE_NAME, token(&new, &gzip(b"rotated")))
+        .await
+        .unwrap();
+    gcs.put(
+        TRIGGER,
+        "data/foreign.gz.encrypted",
+        token(&Key::generate(), &gzip(b"x")),
+    )
+    .await
+    .unwrap();
+
+    let rotated = decrypt(SOURCE_NAME).await.unwrap();
+    let foreign = decrypt("data/foreign.gz.encrypted").await.unwrap();
+
+    assert_eq!(rotated.status(), 200, "{}", rotated.text().await.unwrap());
+    assert_eq!(
+        gcs.get(OUTPUT, OUTPUT_NAME).await.unwrap().unwrap(),
+        gzip(b"rotated")
+    );
+    assert_eq!(foreign.status(), 422);
+    assert_eq!(
+        secrets.accesses(),
+        2,
+        "start-up and one re-read: the foreign key's failure soon after is rate-limited"
+    );
+}
+
+#[tokio::test]
+async fn keys_from_a_secret_are_refreshed_periodically() {
+    let secrets = FakeSecretManager::start().await.unwrap();
+    let (old, new) = (Key::generate(), Key::generate());
+    secrets.add_version("projects/p/secrets/k", old.to_base64());
+    let source = from_secret("projects/p/secrets/k/versions/latest", &secrets);
+    let keys = std::sync::Arc::new(sigma_decrypt::keys::LiveKeys::load(source).await.unwrap());
+    keys.clone()
+        .refresh_every(std::time::Duration::from_millis(200));
+
+    secrets.add_version(
+        "projects/p/secrets/k",
+        format!("{},{}", new.to_base64(), old.to_base64()),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+
+    assert_eq!(keys.current().len(), 2);
+    assert!(secrets.accesses() >= 2);
 }

@@ -5,7 +5,7 @@ mod common;
 use std::io::Write;
 
 use common::{noise, storage};
-use sigma_decrypt::upload::{UploadError, UploadWriter};
+use sigma_decrypt::upload::{UploadError, UploadSettings, UploadWriter};
 use sigma_fakes::gcs::FakeGcs;
 use sigma_shared::ObjectRef;
 use sigma_shared::storage::{Precondition, WriteOptions};
@@ -31,6 +31,7 @@ async fn write(
         target(name),
         precondition,
         WriteOptions::default(),
+        UploadSettings::default(),
     );
     tokio::task::spawn_blocking(move || {
         for piece in data.chunks(123_457) {

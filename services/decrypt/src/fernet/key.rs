@@ -62,7 +62,7 @@ impl fmt::Debug for Key {
 }
 
 /// Keys in the order they are tried, newest first, as Python's `MultiFernet` takes them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRing(Vec<Key>);
 
 impl KeyRing {

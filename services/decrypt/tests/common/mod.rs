@@ -15,7 +15,7 @@ use google_cloud_storage::retry_policy::RetryableErrors;
 use sigma_decrypt::app::{self, AppState};
 use sigma_decrypt::config::Config;
 use sigma_decrypt::fernet::{Key, KeyRing, encrypt_at};
-use sigma_decrypt::keys::KeySource;
+use sigma_decrypt::keys::{KeySource, LiveKeys};
 use sigma_fakes::gcs::FakeGcs;
 use sigma_shared::events::Events;
 
@@ -25,8 +25,13 @@ pub const SOURCE_NAME: &str = "data/20240115/lkp_fechas.gz.encrypted";
 pub const OUTPUT_NAME: &str = "data/20240115/lkp_fechas.gz";
 
 pub async fn storage(gcs: &FakeGcs) -> Storage {
+    storage_at(&gcs.endpoint).await
+}
+
+/// A client for Cloud Storage at `endpoint`: fake-gcs-server, or a fault proxy in front of it.
+pub async fn storage_at(endpoint: &str) -> Storage {
     Storage::builder()
-        .with_endpoint(gcs.endpoint.clone())
+        .with_endpoint(endpoint)
         .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
         // The default keeps retrying an unreachable server for five minutes.
         .with_retry_policy(RetryableErrors.with_time_limit(Duration::from_secs(5)))
@@ -44,6 +49,8 @@ pub fn config(keys: &[&Key]) -> Config {
         ttl: None,
         max_object_bytes: None,
         verify_gzip: false,
+        upload: Default::default(),
+        keys_refresh: sigma_decrypt::config::DEFAULT_KEYS_REFRESH,
     }
 }
 
@@ -64,8 +71,19 @@ impl Service {
     }
 
     pub async fn start_with_events(gcs: FakeGcs, config: Config, events: Events) -> Self {
-        let keys = config.keys.clone().load().await.unwrap();
-        let state = AppState::new(config, storage(&gcs).await, keys).with_events(events);
+        let endpoint = gcs.endpoint.clone();
+        Self::start_via(gcs, &endpoint, config, events).await
+    }
+
+    /// A service that reaches `gcs` through `endpoint` (a fault proxy in front of it).
+    pub async fn start_via(gcs: FakeGcs, endpoint: &str, config: Config, events: Events) -> Self {
+        let keys = LiveKeys::load(config.keys.clone()).await.unwrap();
+        let state = AppState::new(
+            config,
+            storage_at(endpoint).await,
+            std::sync::Arc::new(keys),
+        )
+        .with_events(events);
         let address = sigma_shared::server::spawn(app::app(state)).await.unwrap();
         Self {
             gcs,
