@@ -1,5 +1,6 @@
 //! A fake of the Dataform v1 REST API, enough for sigma-dataform's calls: compile, read the
-//! compiled actions page by page, create an invocation, read its state and its actions.
+//! compiled actions page by page, create an invocation, list invocations, read an
+//! invocation's state and its actions.
 //!
 //! The graph it serves is a real `dataform compile --json` output converted to the API's
 //! shape, so one compiled project feeds both the file path and the API path. It refuses what
@@ -142,6 +143,19 @@ struct Invocation {
     gets: u32,
 }
 
+impl Invocation {
+    /// The `WorkflowInvocation` resource, as create, get and list return it.
+    fn resource(&self) -> Value {
+        json!({
+            "name": self.name,
+            "compilationResult": self.compilation,
+            "invocationConfig": self.config,
+            "state": self.state,
+            "resolvedCompilationResult": self.compilation,
+        })
+    }
+}
+
 struct Compilation {
     actions: Vec<Value>,
 }
@@ -153,7 +167,8 @@ struct Inner {
     compilations: HashMap<String, Compilation>,
     compile_calls: usize,
     compilation_errors: Vec<Value>,
-    failures: VecDeque<u16>,
+    /// HTTP status and RPC status name of the next injected failures.
+    failures: VecDeque<(u16, &'static str)>,
     invocations: HashMap<String, Invocation>,
     created: Vec<Value>,
     auto_complete_after: Option<u32>,
@@ -188,11 +203,18 @@ impl Handle {
         self.lock().page_size = size.max(1);
     }
 
-    /// The next `times` API requests fail with `status` (429, 500, 503...).
+    /// The next `times` API requests fail with `status` (429, 500, 503...), with the RPC
+    /// status Google sends with it.
     pub fn fail_next(&self, status: u16, times: usize) {
+        self.fail_next_as(status, rpc_status(status), times);
+    }
+
+    /// The next `times` API requests fail with `status` and the RPC status `rpc` (Google
+    /// answers `ABORTED` over HTTP 409, for one: the RPC status says what to do).
+    pub fn fail_next_as(&self, status: u16, rpc: &'static str, times: usize) {
         self.lock()
             .failures
-            .extend(std::iter::repeat_n(status, times));
+            .extend(std::iter::repeat_n((status, rpc), times));
     }
 
     /// Compilations report these errors (`{"path", "message"}`) until cleared with `vec![]`.
@@ -270,15 +292,23 @@ fn finish(invocation: &mut Invocation, graph: &[Value], failed: &[(&str, &str)])
     };
 }
 
-fn google_error(status: u16, message: impl Into<String>) -> Response {
-    let name = match status {
+/// The RPC status Google sends with an HTTP status.
+fn rpc_status(status: u16) -> &'static str {
+    match status {
         400 => "INVALID_ARGUMENT",
         404 => "NOT_FOUND",
         409 => "ALREADY_EXISTS",
         429 => "RESOURCE_EXHAUSTED",
         503 => "UNAVAILABLE",
         _ => "INTERNAL",
-    };
+    }
+}
+
+fn google_error(status: u16, message: impl Into<String>) -> Response {
+    google_error_as(status, rpc_status(status), message)
+}
+
+fn google_error_as(status: u16, name: &str, message: impl Into<String>) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
         code,
@@ -290,7 +320,7 @@ fn google_error(status: u16, message: impl Into<String>) -> Response {
 async fn injected_failures(State(handle): State<Handle>, request: Request, next: Next) -> Response {
     let failure = handle.lock().failures.pop_front();
     match failure {
-        Some(status) => google_error(status, "injected failure"),
+        Some((status, rpc)) => google_error_as(status, rpc, "injected failure"),
         None => next.run(request).await,
     }
 }
@@ -491,25 +521,58 @@ async fn create_invocation(
     let compilation = compilation.to_owned();
     let name = format!("{parent}/workflowInvocations/{}", new_id(&mut inner));
     inner.created.push(body.clone());
-    inner.invocations.insert(
-        name.clone(),
-        Invocation {
-            name: name.clone(),
-            compilation: compilation.clone(),
-            config: config.clone(),
-            state: "RUNNING",
-            actions,
-            gets: 0,
-        },
-    );
-    Json(json!({
-        "name": name,
-        "compilationResult": compilation,
-        "invocationConfig": config,
-        "state": "RUNNING",
-        "resolvedCompilationResult": compilation,
-    }))
-    .into_response()
+    let invocation = Invocation {
+        name: name.clone(),
+        compilation,
+        config,
+        state: "RUNNING",
+        actions,
+        gets: 0,
+    };
+    let resource = invocation.resource();
+    inner.invocations.insert(name, invocation);
+    Json(resource).into_response()
+}
+
+/// `workflowInvocations.list`: the repository's invocations by name (ascending unless
+/// `orderBy` is `name desc`; the API orders by nothing else), a page at a time.
+async fn list_invocations(
+    State(handle): State<Handle>,
+    UrlPath(repo): UrlPath<Repo>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let parent = format!("{}/workflowInvocations/", repo.name());
+    let descending = match query.get("orderBy").map(|o| o.trim()) {
+        None | Some("") | Some("name") | Some("name asc") => false,
+        Some("name desc") => true,
+        Some(other) => {
+            return google_error(400, format!("orderBy supports only name, not {other}"));
+        }
+    };
+    if query.get("filter").is_some_and(|f| !f.is_empty()) {
+        return google_error(400, "this fake evaluates no filter expressions");
+    }
+    let inner = handle.lock();
+    let mut invocations: Vec<&Invocation> = inner
+        .invocations
+        .values()
+        .filter(|i| i.name.starts_with(&parent))
+        .collect();
+    invocations.sort_by(|a, b| a.name.cmp(&b.name));
+    if descending {
+        invocations.reverse();
+    }
+    let resources: Vec<Value> = invocations.iter().map(|i| i.resource()).collect();
+    match page(&resources, &query, inner.page_size) {
+        Some((items, next)) => {
+            let mut out = json!({ "workflowInvocations": items });
+            if let Some(next) = next {
+                out["nextPageToken"] = json!(next);
+            }
+            Json(out).into_response()
+        }
+        None => google_error(400, "invalid page token"),
+    }
 }
 
 async fn workflow_invocation(
@@ -537,14 +600,7 @@ async fn workflow_invocation(
                 let graph = &compilations[&invocation.compilation].actions;
                 finish(invocation, graph, &[]);
             }
-            Json(json!({
-                "name": invocation.name,
-                "compilationResult": invocation.compilation,
-                "invocationConfig": invocation.config,
-                "state": invocation.state,
-                "resolvedCompilationResult": invocation.compilation,
-            }))
-            .into_response()
+            Json(invocation.resource()).into_response()
         }
         "query" => match page(&invocation.actions, &query, page_size) {
             Some((actions, next)) => {
@@ -607,7 +663,7 @@ pub fn router(handle: Handle) -> Router {
         )
         .route(
             &format!("{REPO}/workflowInvocations"),
-            post(create_invocation),
+            post(create_invocation).get(list_invocations),
         )
         .route(
             &format!("{REPO}/workflowInvocations/{{id}}"),
