@@ -17,27 +17,82 @@ use sigma_shared::google::Failure;
 
 use crate::config::{ApiSettings, CompileFrom};
 use crate::error::DataformError;
-use crate::graph::{Action, Graph, Kind, RawAction, Target};
+use crate::graph::{Action, Kind, RawAction, Target};
+use crate::idempotency::{Attempt, targets_digest};
+use crate::request::Sample;
 
 /// The most actions a page may hold; the server may send fewer.
 const PAGE_SIZE: i32 = 1000;
+/// How many of the repository's most recent invocations are searched for one an ambiguous
+/// create may have made. Invocation ids begin with their creation time, so `name desc`
+/// lists the newest first, and the search happens within minutes of the create.
+const SEARCH_LIMIT: usize = 500;
+const SEARCH_PAGE_SIZE: i32 = 100;
 
 pub struct DataformApi {
     client: Dataform,
     settings: ApiSettings,
 }
 
-/// A compilation the graph was read from; invocations must name the same one so that the
-/// targets they include exist in it.
-pub struct Compilation {
+/// A compilation's actions as read, before the graph is built from them (off the async
+/// threads: a 100,000-action graph takes a large part of a second). Invocations must name
+/// the same compilation so that the targets they include exist in it.
+pub struct Compiled {
     pub name: String,
-    pub graph: Graph,
+    pub actions: Vec<RawAction>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Created {
     pub name: String,
     pub state: String,
+}
+
+/// A create that failed, and whether Dataform may have carried it out anyway.
+#[derive(Debug)]
+pub struct CreateFailed {
+    pub error: DataformError,
+    /// A timeout, a broken connection or a 5xx: the invocation may exist. Only a refusal
+    /// (4xx) or a request that never left proves that nothing was created.
+    pub ambiguous: bool,
+}
+
+/// An existing invocation, with the targets it runs (in the order they were sent).
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub name: String,
+    pub state: String,
+    pub compilation_result: String,
+    pub targets: Vec<Target>,
+}
+
+fn state_name(state: &model::workflow_invocation::State) -> String {
+    state.name().unwrap_or("STATE_UNSPECIFIED").to_owned()
+}
+
+impl Found {
+    fn of(invocation: model::WorkflowInvocation) -> Self {
+        let compilation_result = match invocation.compilation_source {
+            Some(model::workflow_invocation::CompilationSource::CompilationResult(name)) => name,
+            _ => invocation.resolved_compilation_result,
+        };
+        Self {
+            state: state_name(&invocation.state),
+            targets: invocation
+                .invocation_config
+                .map(|c| c.included_targets.iter().map(graph_target).collect())
+                .unwrap_or_default(),
+            name: invocation.name,
+            compilation_result,
+        }
+    }
+}
+
+fn may_have_happened(error: &google_cloud_gax::error::Error) -> bool {
+    if error.is_transient_and_before_rpc() || error.is_connect() {
+        return false;
+    }
+    !matches!(error.http_status_code(), Some(400..=499))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -52,7 +107,12 @@ pub struct Status {
     pub invocation: String,
     pub state: String,
     pub terminal: bool,
+    /// How many actions the invocation runs.
+    pub count: usize,
+    /// How many actions are in each state.
     pub actions: BTreeMap<String, usize>,
+    /// The failed actions, at most `actions_sample` of them (all of them are counted in
+    /// `actions.FAILED`).
     pub failed: Vec<FailedAction>,
 }
 
@@ -94,7 +154,7 @@ impl DataformApi {
     }
 
     /// Compiles the configured source and reads every page of its actions.
-    pub async fn compile(&self) -> Result<Compilation, DataformError> {
+    pub async fn compile(&self) -> Result<Compiled, DataformError> {
         let source = model::CompilationResult::new();
         let source = match &self.settings.compile_from {
             CompileFrom::ReleaseConfig(name) => source.set_release_config(name),
@@ -137,9 +197,9 @@ impl DataformApi {
                 actions.push(raw_action(action)?);
             }
         }
-        Ok(Compilation {
+        Ok(Compiled {
             name: created.name,
-            graph: Graph::build(actions)?,
+            actions,
         })
     }
 
@@ -149,7 +209,7 @@ impl DataformApi {
         compilation: &str,
         targets: &[Target],
         fully_refresh: bool,
-    ) -> Result<Created, DataformError> {
+    ) -> Result<Created, CreateFailed> {
         let mut config = model::InvocationConfig::new()
             .set_included_targets(targets.iter().map(model_target))
             .set_transitive_dependencies_included(false)
@@ -169,22 +229,52 @@ impl DataformApi {
             )
             .send()
             .await
-            .map_err(|e| DataformError::google("create the invocation", &e))?;
+            .map_err(|e| CreateFailed {
+                ambiguous: may_have_happened(&e),
+                error: DataformError::google("create the invocation", &e),
+            })?;
         Ok(Created {
-            state: created
-                .state
-                .name()
-                .unwrap_or("STATE_UNSPECIFIED")
-                .to_owned(),
+            state: state_name(&created.state),
             name: created.name,
         })
+    }
+
+    /// The invocation an ambiguous `attempt` created, if it did: among the repository's
+    /// most recent invocations, the one of the attempt's compilation result whose
+    /// `includedTargets` are exactly the attempt's targets.
+    pub async fn find(&self, attempt: &Attempt) -> Result<Option<Found>, DataformError> {
+        let mut pages = self
+            .client
+            .list_workflow_invocations()
+            .set_parent(&self.settings.repository)
+            .set_order_by("name desc")
+            .set_page_size(SEARCH_PAGE_SIZE)
+            .by_page();
+        let mut searched = 0;
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| DataformError::google("list the invocations", &e))?;
+            for invocation in page.workflow_invocations {
+                let found = Found::of(invocation);
+                if found.compilation_result == attempt.compilation_result
+                    && targets_digest(&found.targets) == attempt.targets
+                {
+                    return Ok(Some(found));
+                }
+                searched += 1;
+            }
+            if searched >= SEARCH_LIMIT {
+                break;
+            }
+        }
+        Ok(None)
     }
 
     pub fn invocation_name(&self, id: &str) -> String {
         format!("{}/workflowInvocations/{id}", self.settings.repository)
     }
 
-    pub async fn state(&self, name: &str) -> Result<String, DataformError> {
+    /// The invocation, its state and the targets it runs.
+    pub async fn invocation(&self, name: &str) -> Result<Found, DataformError> {
         let invocation = self
             .client
             .get_workflow_invocation()
@@ -195,16 +285,13 @@ impl DataformApi {
                 Failure::NotFound => DataformError::UnknownInvocation(name.to_owned()),
                 _ => DataformError::google("read the invocation", &e),
             })?;
-        Ok(invocation
-            .state
-            .name()
-            .unwrap_or("STATE_UNSPECIFIED")
-            .to_owned())
+        Ok(Found::of(invocation))
     }
 
-    /// The invocation's state and its actions' outcomes, from every page.
-    pub async fn status(&self, name: &str) -> Result<Status, DataformError> {
-        let state = self.state(name).await?;
+    /// The invocation's state and its actions' outcomes, from every page; at most `sample`
+    /// failures listed.
+    pub async fn status(&self, name: &str, sample: Sample) -> Result<Status, DataformError> {
+        let state = self.invocation(name).await?.state;
         let mut pages = self
             .client
             .query_workflow_invocation_actions()
@@ -213,16 +300,20 @@ impl DataformApi {
             .by_page();
         let mut actions = BTreeMap::new();
         let mut failed = Vec::new();
+        let mut count = 0;
         while let Some(page) = pages.next().await {
             let page =
                 page.map_err(|e| DataformError::google("read the invocation's actions", &e))?;
             for action in page.workflow_invocation_actions {
+                count += 1;
                 let action_state = action
                     .state
                     .name()
                     .unwrap_or("STATE_UNSPECIFIED")
                     .to_owned();
-                if action.state == model::workflow_invocation_action::State::Failed {
+                if action.state == model::workflow_invocation_action::State::Failed
+                    && sample.admits(failed.len())
+                {
                     failed.push(FailedAction {
                         target: action
                             .target
@@ -238,6 +329,7 @@ impl DataformApi {
             invocation: name.to_owned(),
             terminal: matches!(state.as_str(), "SUCCEEDED" | "FAILED" | "CANCELLED"),
             state,
+            count,
             actions,
             failed,
         })

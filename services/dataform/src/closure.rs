@@ -65,8 +65,9 @@ pub struct ActionView {
     pub database: String,
     pub schema: String,
     pub name: String,
-    #[serde(rename = "type")]
-    pub kind: Kind,
+    /// Absent only for a replayed invocation's target that the current graph no longer has.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Kind>,
     pub disabled: bool,
     pub tags: Vec<String>,
 }
@@ -78,9 +79,24 @@ impl ActionView {
             database: action.target.database.clone(),
             schema: action.target.schema.clone(),
             name: action.target.name.clone(),
-            kind: action.kind,
+            kind: Some(action.kind),
             disabled: action.disabled,
             tags: action.tags.clone(),
+        }
+    }
+
+    /// A target as the graph describes it, or bare when the graph does not have it.
+    pub fn of_target(graph: &Graph, target: &Target) -> Self {
+        match graph.node(target) {
+            Some(node) => Self::of(graph, node),
+            None => Self {
+                database: target.database.clone(),
+                schema: target.schema.clone(),
+                name: target.name.clone(),
+                kind: None,
+                disabled: false,
+                tags: Vec::new(),
+            },
         }
     }
 

@@ -8,7 +8,10 @@
 //! | `DATAFORM_ENDPOINT` | overrides `https://dataform.googleapis.com`; an `http://` endpoint uses anonymous credentials (fakes) |
 //! | `DATAFORM_SERVICE_ACCOUNT` | optional `invocationConfig.serviceAccount` |
 //! | `DATAFORM_GRAPH_TTL_SECONDS` | how long a compilation (or graph file) is reused, default 300 |
+//! | `DATAFORM_GRAPH_STALE_SECONDS` | how long past its TTL the last good graph still serves while refreshes fail, default 1800 |
+//! | `DATAFORM_GRAPH_RETRY_SECONDS` | the first wait after a failed load before the next one, doubling up to 60 s; default 1 |
 //! | `DATAFORM_STATE_BUCKET` | bucket for idempotency records; without it they live in the instance's memory |
+//! | `DATAFORM_LEDGER_CAPACITY` | most keys the in-memory records keep (least recently written go first), default 10000 |
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,10 +45,19 @@ pub enum GraphOrigin {
 pub struct Config {
     pub origin: GraphOrigin,
     pub ttl: Duration,
+    /// How long past `ttl` the last good graph may serve while loading a new one fails.
+    pub stale: Duration,
+    /// The first wait after a failed load; each further failure doubles it, up to a minute.
+    pub retry: Duration,
     pub state_bucket: Option<BucketName>,
+    /// The most keys the in-memory ledger keeps (used without `state_bucket`).
+    pub ledger_capacity: usize,
 }
 
 const DEFAULT_TTL_SECONDS: u64 = 300;
+const DEFAULT_STALE_SECONDS: u64 = 1800;
+const DEFAULT_RETRY_SECONDS: u64 = 1;
+const DEFAULT_LEDGER_CAPACITY: usize = 10_000;
 
 impl Config {
     /// The defaults around `origin`; tests and examples change what they need.
@@ -53,7 +65,10 @@ impl Config {
         Self {
             origin,
             ttl: Duration::from_secs(DEFAULT_TTL_SECONDS),
+            stale: Duration::from_secs(DEFAULT_STALE_SECONDS),
+            retry: Duration::from_secs(DEFAULT_RETRY_SECONDS),
             state_bucket: None,
+            ledger_capacity: DEFAULT_LEDGER_CAPACITY,
         }
     }
 
@@ -76,12 +91,24 @@ impl Config {
             (Some(graph), None) => graph_origin(&graph)?,
             (None, Some(repository)) => GraphOrigin::Api(api_settings(repository)?),
         };
+        let seconds = |var: &str, default: u64| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_secs(config::parsed(var)?.unwrap_or(default)))
+        };
+        let ledger_capacity =
+            config::parsed("DATAFORM_LEDGER_CAPACITY")?.unwrap_or(DEFAULT_LEDGER_CAPACITY);
+        if ledger_capacity == 0 {
+            return Err(ConfigError::new(
+                "DATAFORM_LEDGER_CAPACITY",
+                "must be at least 1",
+            ));
+        }
         Ok(Self {
             origin,
-            ttl: Duration::from_secs(
-                config::parsed("DATAFORM_GRAPH_TTL_SECONDS")?.unwrap_or(DEFAULT_TTL_SECONDS),
-            ),
+            ttl: seconds("DATAFORM_GRAPH_TTL_SECONDS", DEFAULT_TTL_SECONDS)?,
+            stale: seconds("DATAFORM_GRAPH_STALE_SECONDS", DEFAULT_STALE_SECONDS)?,
+            retry: seconds("DATAFORM_GRAPH_RETRY_SECONDS", DEFAULT_RETRY_SECONDS)?,
             state_bucket: config::parsed("DATAFORM_STATE_BUCKET")?,
+            ledger_capacity,
         })
     }
 }

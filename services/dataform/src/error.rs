@@ -1,5 +1,7 @@
 //! Every way a sigma-dataform request can fail, and what each means over HTTP.
 
+use std::sync::Arc;
+
 use axum::http::StatusCode;
 use sigma_shared::HttpError;
 use sigma_shared::google::Failure;
@@ -39,6 +41,10 @@ pub enum DataformError {
     CorruptRecord(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The last graph load failed; every request until its backoff passes shares this
+    /// failure, which answers as the failure itself.
+    #[error(transparent)]
+    GraphUnavailable(Arc<DataformError>),
 }
 
 impl From<GraphError> for DataformError {
@@ -72,6 +78,7 @@ impl HttpError for DataformError {
             Self::InvocationInProgress => StatusCode::SERVICE_UNAVAILABLE,
             Self::Google { failure, .. } => failure.status(),
             Self::Storage(e) => e.status(),
+            Self::GraphUnavailable(e) => e.status(),
         }
     }
 
@@ -92,6 +99,7 @@ impl HttpError for DataformError {
             Self::Google { .. } => "dataform_error",
             Self::CorruptRecord(_) => "corrupt_record",
             Self::Storage(e) => e.code(),
+            Self::GraphUnavailable(e) => e.code(),
         }
     }
 
@@ -100,6 +108,7 @@ impl HttpError for DataformError {
             Self::InvalidGraph(_) | Self::CorruptRecord(_) => false,
             Self::Google { failure, .. } => failure.retryable(),
             Self::Storage(e) => e.retryable(),
+            Self::GraphUnavailable(e) => e.retryable(),
             other => sigma_shared::error::is_transient(other.status()),
         }
     }

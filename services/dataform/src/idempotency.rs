@@ -1,4 +1,5 @@
-//! One invocation per idempotency key, across retries, instances and restarts.
+//! One invocation per idempotency key, across retries, instances, restarts and ambiguous
+//! failures.
 //!
 //! `workflowInvocations.create` takes no request id, so a retried `/invoke` (the workflow
 //! retries on timeouts; Eventarc delivers at least once) would start the same actions twice.
@@ -12,12 +13,23 @@
 //! 4. `released` (the create failed) or a claim older than the lease (its owner died): taken
 //!    over with a generation precondition, like 1.
 //!
+//! A create that timed out, broke its connection or got a 5xx may still have been carried
+//! out by Dataform. So every claim lists its [`Attempt`]s (the compilation result and the
+//! digest of the targets it asked for), and a release after such a failure keeps its
+//! attempt: whoever takes the key over first searches Dataform for an invocation matching
+//! one of them and adopts it instead of creating another. Only a failure that proves nothing
+//! was created (Dataform refused the request) drops the attempt.
+//!
+//! Records hold a digest, never the target list: the list of a 100,000-action closure is
+//! megabytes, and the invocation itself keeps it (`invocationConfig.includedTargets`).
+//!
 //! Records live in `DATAFORM_STATE_BUCKET` (Cloud Run instances are ephemeral); without it
-//! they live in memory, which only dedupes within one instance.
+//! they live in memory, bounded to `DATAFORM_LEDGER_CAPACITY` keys, which only dedupes
+//! within one instance.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use google_cloud_storage::client::Storage;
@@ -26,26 +38,70 @@ use sha2::{Digest, Sha256};
 use sigma_shared::storage::{self, Precondition, StorageError, WriteOptions};
 use sigma_shared::{BucketName, Generation, ObjectRef};
 
-use crate::closure::ActionView;
 use crate::error::DataformError;
+use crate::graph::Target;
 
 /// Longer than a create call can take with its retries: a claim this old belongs to a
 /// request that died between claiming and recording.
 const LEASE_SECONDS: u64 = 120;
-const MAX_RECORD_BYTES: u64 = 16 << 20;
+const MAX_RECORD_BYTES: u64 = 1 << 20;
+/// Writing the `created` record is retried this many times: the invocation exists, and a
+/// record lost here would leave only the (slower) search to find it.
+const RECORD_WRITES: u32 = 4;
+
+/// `sha256` of the sorted `database.schema.name` of a set of targets, in hex: equal
+/// digests mean the same set, whatever the order.
+pub fn targets_digest<'a>(targets: impl IntoIterator<Item = &'a Target>) -> String {
+    let mut names: Vec<String> = targets.into_iter().map(Target::to_string).collect();
+    names.sort_unstable();
+    let mut hasher = Sha256::new();
+    for name in &names {
+        hasher.update(name.as_bytes());
+        hasher.update(b"\n");
+    }
+    hex(&hasher.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A create that may have been carried out: which compilation and which targets it named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub compilation_result: String,
+    /// [`targets_digest`] of the `includedTargets` it sent.
+    pub targets: String,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Record {
     Claimed {
         claimed_at: u64,
+        /// Random per claim: a claim whose write answer was lost is recognised as ours
+        /// when read back, and never confused with a concurrent claim.
+        #[serde(default)]
+        owner: String,
+        /// Creates made (or about to be made) under this key that may have succeeded.
+        #[serde(default)]
+        attempts: Vec<Attempt>,
     },
     Created {
         invocation: String,
         compilation_result: String,
-        actions: Vec<ActionView>,
+        /// [`targets_digest`] of the invocation's targets (empty in records written before
+        /// digests were kept).
+        #[serde(default)]
+        targets: String,
+        #[serde(default)]
+        count: usize,
     },
-    Released,
+    Released {
+        /// Creates that failed ambiguously: search for them before creating again.
+        #[serde(default)]
+        attempts: Vec<Attempt>,
+    },
 }
 
 /// The right to create the invocation for a key, held until `complete` or `release`.
@@ -53,21 +109,64 @@ pub enum Record {
 pub struct Ticket {
     object: String,
     version: i64,
+    /// Earlier attempts that may have created the invocation: search them first.
+    pub earlier: Vec<Attempt>,
+    attempt: Attempt,
 }
 
 #[derive(Debug)]
 pub enum Claim {
-    /// Replay: the invocation, compilation and actions recorded the first time.
+    /// Replay: the invocation recorded the first time.
     Existing {
         invocation: String,
-        compilation_result: String,
-        actions: Vec<ActionView>,
     },
     Acquired(Ticket),
 }
 
+/// Records in this instance's memory, the least recently written dropped beyond `capacity`.
+pub struct MemoryLedger {
+    records: HashMap<String, (i64, Record, u64)>,
+    /// Last write's tick of each record, oldest first.
+    order: BTreeMap<u64, String>,
+    tick: u64,
+    capacity: usize,
+}
+
+impl MemoryLedger {
+    fn get(&self, name: &str) -> Option<(i64, Record)> {
+        self.records
+            .get(name)
+            .map(|(version, record, _)| (*version, record.clone()))
+    }
+
+    fn put(&mut self, name: &str, version: i64, record: Record) {
+        self.tick += 1;
+        if let Some((_, _, tick)) = self
+            .records
+            .insert(name.to_owned(), (version, record, self.tick))
+        {
+            self.order.remove(&tick);
+        }
+        self.order.insert(self.tick, name.to_owned());
+        while self.records.len() > self.capacity {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            self.records.remove(&oldest);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
 pub enum Ledger {
-    Memory(Mutex<HashMap<String, (i64, Record)>>),
+    Memory(Mutex<MemoryLedger>),
     Gcs {
         client: Box<Storage>,
         bucket: BucketName,
@@ -86,14 +185,28 @@ fn now() -> u64 {
 
 /// Keys carry object names; hashing them gives a fixed-size, safe object name.
 pub fn record_name(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("dataform/invocations/{hex}.json")
+    format!(
+        "dataform/invocations/{}.json",
+        hex(&Sha256::digest(key.as_bytes()))
+    )
+}
+
+fn with(mut attempts: Vec<Attempt>, attempt: &Attempt) -> Vec<Attempt> {
+    if !attempts.contains(attempt) {
+        attempts.push(attempt.clone());
+    }
+    attempts
 }
 
 impl Ledger {
-    pub fn memory() -> Self {
-        Self::Memory(Mutex::new(HashMap::new()))
+    /// In memory, keeping at most `capacity` keys.
+    pub fn memory(capacity: usize) -> Self {
+        Self::Memory(Mutex::new(MemoryLedger {
+            records: HashMap::new(),
+            order: BTreeMap::new(),
+            tick: 0,
+            capacity: capacity.max(1),
+        }))
     }
 
     fn object(bucket: &BucketName, name: &str) -> Result<ObjectRef, DataformError> {
@@ -103,13 +216,19 @@ impl Ledger {
         Ok(ObjectRef::new(bucket.clone(), name))
     }
 
+    /// The stored record of `key` and its size as stored, for tests and operators.
+    pub async fn record(&self, key: &str) -> Result<Option<(usize, Record)>, DataformError> {
+        Ok(self.read(&record_name(key)).await?.map(|(_, record)| {
+            let size = serde_json::to_vec(&record).map_or(0, |b| b.len());
+            (size, record)
+        }))
+    }
+
     async fn read(&self, name: &str) -> Result<Option<(i64, Record)>, DataformError> {
         match self {
-            Self::Memory(records) => Ok(records
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(name)
-                .cloned()),
+            Self::Memory(records) => {
+                Ok(records.lock().unwrap_or_else(|e| e.into_inner()).get(name))
+            }
             Self::Gcs { client, bucket } => {
                 let object = Self::object(bucket, name)?;
                 match storage::read_to_bytes(client, &object, MAX_RECORD_BYTES).await {
@@ -135,12 +254,12 @@ impl Ledger {
         match self {
             Self::Memory(records) => {
                 let mut records = records.lock().unwrap_or_else(|e| e.into_inner());
-                let current = records.get(name).map(|(version, _)| *version);
+                let current = records.get(name).map(|(version, _)| version);
                 if current != expected {
                     return Ok(Err(Conflict));
                 }
                 let version = current.unwrap_or(0) + 1;
-                records.insert(name.to_owned(), (version, record.clone()));
+                records.put(name, version, record.clone());
                 Ok(Ok(version))
             }
             Self::Gcs { client, bucket } => {
@@ -167,68 +286,108 @@ impl Ledger {
         }
     }
 
-    /// Either the invocation already created for `key`, or the right to create it.
-    pub async fn claim(&self, key: &str) -> Result<Claim, DataformError> {
+    /// Either the invocation already created for `key`, or the right to create it with
+    /// `attempt` (recorded in the claim before anything is created).
+    pub async fn claim(&self, key: &str, attempt: &Attempt) -> Result<Claim, DataformError> {
         let name = record_name(key);
         for _ in 0..3 {
-            let expected = match self.read(&name).await? {
-                None => None,
-                Some((
-                    _,
-                    Record::Created {
-                        invocation,
-                        compilation_result,
-                        actions,
-                    },
-                )) => {
-                    return Ok(Claim::Existing {
-                        invocation,
-                        compilation_result,
-                        actions,
-                    });
+            let (expected, earlier) = match self.read(&name).await? {
+                None => (None, Vec::new()),
+                Some((_, Record::Created { invocation, .. })) => {
+                    return Ok(Claim::Existing { invocation });
                 }
-                Some((_, Record::Claimed { claimed_at }))
+                Some((_, Record::Claimed { claimed_at, .. }))
                     if now().saturating_sub(claimed_at) < LEASE_SECONDS =>
                 {
                     return Err(DataformError::InvocationInProgress);
                 }
-                Some((version, _)) => Some(version),
+                Some((version, Record::Claimed { attempts, .. }))
+                | Some((version, Record::Released { attempts })) => (Some(version), attempts),
             };
-            if let Ok(version) = self
-                .write(&name, &Record::Claimed { claimed_at: now() }, expected)
-                .await?
-            {
+            let claimed = Record::Claimed {
+                claimed_at: now(),
+                owner: format!("{:016x}", rand::random::<u64>()),
+                attempts: with(earlier.clone(), attempt),
+            };
+            let version = match self.write(&name, &claimed, expected).await? {
+                Ok(version) => Some(version),
+                // The write may have landed with its answer lost (the client retried it
+                // and met its own write): ours if what is stored is exactly it.
+                Err(Conflict) => match self.read(&name).await? {
+                    Some((version, stored)) if stored == claimed => Some(version),
+                    _ => None,
+                },
+            };
+            if let Some(version) = version {
                 return Ok(Claim::Acquired(Ticket {
                     object: name,
                     version,
+                    earlier,
+                    attempt: attempt.clone(),
                 }));
             }
         }
         Err(DataformError::InvocationInProgress)
     }
 
-    /// Records the invocation created under `ticket`, for replays to find.
+    /// Records the invocation created (or found) under `ticket`, for replays to find.
     ///
-    /// The invocation exists whatever happens here, so a failure is logged rather than
-    /// returned: answering an error would make the caller retry a request that succeeded.
+    /// The invocation exists whatever happens here, so after the retries a failure is
+    /// logged rather than returned: answering an error would make the caller retry a request
+    /// that succeeded. The claim then still lists the attempt, so whoever takes the key over
+    /// after the lease finds the invocation by searching instead of creating another.
     pub async fn complete(&self, ticket: Ticket, record: Record) {
-        match self
-            .write(&ticket.object, &record, Some(ticket.version))
-            .await
-        {
-            Ok(Ok(_)) => {}
-            Ok(Err(Conflict)) => tracing::warn!(
-                record = ticket.object,
-                "the claim expired before the invocation was recorded"
-            ),
-            Err(e) => tracing::error!(record = ticket.object, "cannot record the invocation: {e}"),
+        let mut delay = Duration::from_millis(100);
+        for write in 1..=RECORD_WRITES {
+            match self
+                .write(&ticket.object, &record, Some(ticket.version))
+                .await
+            {
+                Ok(Ok(_)) => return,
+                // A write whose answer was lost may have landed: read it back.
+                Ok(Err(Conflict)) => match self.read(&ticket.object).await {
+                    Ok(Some((_, stored))) if stored == record => return,
+                    Ok(_) => {
+                        tracing::warn!(
+                            record = ticket.object,
+                            "the claim was taken over before the invocation was recorded"
+                        );
+                        return;
+                    }
+                    Err(e) => tracing::warn!(
+                        record = ticket.object,
+                        "cannot read the record back (write {write} of {RECORD_WRITES}): {e}"
+                    ),
+                },
+                Err(e) => tracing::warn!(
+                    record = ticket.object,
+                    "cannot record the invocation (write {write} of {RECORD_WRITES}): {e}"
+                ),
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
         }
+        tracing::error!(
+            record = ticket.object,
+            "the invocation is not recorded; its claim keeps the attempt, so it will be found by search"
+        );
     }
 
-    /// Gives the key back after a failed create, so the caller's retry can try again at once.
-    pub async fn release(&self, ticket: Ticket) {
+    /// Gives the key back after a failed create, so the caller's retry can try again at
+    /// once. `ambiguous`: the create may have been carried out, so the retry must search for
+    /// it first; otherwise Dataform refused it and only the earlier attempts stay.
+    pub async fn release(&self, ticket: Ticket, ambiguous: bool) {
+        let attempts = if ambiguous {
+            with(ticket.earlier, &ticket.attempt)
+        } else {
+            ticket.earlier
+        };
         match self
-            .write(&ticket.object, &Record::Released, Some(ticket.version))
+            .write(
+                &ticket.object,
+                &Record::Released { attempts },
+                Some(ticket.version),
+            )
             .await
         {
             Ok(Ok(_)) => {}
@@ -238,7 +397,7 @@ impl Ledger {
             ),
             Err(e) => tracing::warn!(
                 record = ticket.object,
-                "cannot release the claim; it expires by itself: {e}"
+                "cannot release the claim; it expires by itself and keeps its attempts: {e}"
             ),
         }
     }
@@ -248,38 +407,89 @@ impl Ledger {
 mod tests {
     use super::*;
 
+    fn attempt(n: u32) -> Attempt {
+        Attempt {
+            compilation_result: format!("c{n}"),
+            targets: format!("d{n}"),
+        }
+    }
+
+    fn created(invocation: &str) -> Record {
+        Record::Created {
+            invocation: invocation.into(),
+            compilation_result: "comp".into(),
+            targets: "d".into(),
+            count: 1,
+        }
+    }
+
     #[tokio::test]
     async fn a_claimed_key_is_busy_until_completed_then_replays_the_record() {
-        let ledger = Ledger::memory();
-        let Claim::Acquired(ticket) = ledger.claim("b/n/1").await.unwrap() else {
+        let ledger = Ledger::memory(10);
+        let Claim::Acquired(ticket) = ledger.claim("b/n/1", &attempt(1)).await.unwrap() else {
             panic!("first claim must win")
         };
         assert!(matches!(
-            ledger.claim("b/n/1").await,
+            ledger.claim("b/n/1", &attempt(1)).await,
             Err(DataformError::InvocationInProgress)
         ));
-        let record = Record::Created {
-            invocation: "inv".into(),
-            compilation_result: "comp".into(),
-            actions: vec![],
-        };
-        ledger.complete(ticket, record).await;
+        ledger.complete(ticket, created("inv")).await;
         assert!(
-            matches!(ledger.claim("b/n/1").await.unwrap(), Claim::Existing { invocation, .. } if invocation == "inv")
+            matches!(ledger.claim("b/n/1", &attempt(1)).await.unwrap(), Claim::Existing { invocation, .. } if invocation == "inv")
         );
     }
 
     #[tokio::test]
-    async fn a_released_key_can_be_claimed_again() {
-        let ledger = Ledger::memory();
-        let Claim::Acquired(ticket) = ledger.claim("k").await.unwrap() else {
+    async fn a_refused_create_frees_the_key_and_an_ambiguous_one_must_be_searched_first() {
+        let ledger = Ledger::memory(10);
+        let Claim::Acquired(ticket) = ledger.claim("k", &attempt(1)).await.unwrap() else {
             panic!()
         };
-        ledger.release(ticket).await;
-        assert!(matches!(
-            ledger.claim("k").await.unwrap(),
-            Claim::Acquired(_)
-        ));
+        assert!(ticket.earlier.is_empty());
+        ledger.release(ticket, false).await;
+        let Claim::Acquired(ticket) = ledger.claim("k", &attempt(2)).await.unwrap() else {
+            panic!()
+        };
+        assert!(
+            ticket.earlier.is_empty(),
+            "a refused create left nothing to find"
+        );
+        ledger.release(ticket, true).await;
+        let Claim::Acquired(ticket) = ledger.claim("k", &attempt(3)).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(ticket.earlier, vec![attempt(2)]);
+    }
+
+    #[tokio::test]
+    async fn the_memory_ledger_keeps_at_most_its_capacity_dropping_the_oldest() {
+        let ledger = Ledger::memory(3);
+        for key in ["a", "b", "c", "d"] {
+            let Claim::Acquired(ticket) = ledger.claim(key, &attempt(1)).await.unwrap() else {
+                panic!()
+            };
+            ledger.complete(ticket, created(key)).await;
+        }
+        let Ledger::Memory(memory) = &ledger else {
+            unreachable!()
+        };
+        assert_eq!(memory.lock().unwrap().len(), 3);
+        assert!(
+            ledger.record("a").await.unwrap().is_none(),
+            "the oldest went"
+        );
+        for key in ["b", "c", "d"] {
+            assert!(ledger.record(key).await.unwrap().is_some(), "{key}");
+        }
+    }
+
+    #[test]
+    fn target_digests_ignore_order_and_tell_sets_apart() {
+        let a = Target::new("p", "s", "a");
+        let b = Target::new("p", "s", "b");
+        assert_eq!(targets_digest([&a, &b]), targets_digest([&b, &a]));
+        assert_ne!(targets_digest([&a]), targets_digest([&a, &b]));
+        assert_eq!(targets_digest([&a]).len(), 64);
     }
 
     #[test]

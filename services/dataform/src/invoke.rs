@@ -11,15 +11,15 @@ use serde::Serialize;
 use sigma_shared::config::ConfigError;
 use sigma_shared::events::{Event, EventType, Events};
 
-use crate::api::{DataformApi, Status};
+use crate::api::{DataformApi, Found, Status};
 use crate::closure::{ActionView, Report, closure};
 use crate::config::{Config, GraphOrigin};
 use crate::error::DataformError;
 use crate::graph::{Graph, Target};
-use crate::idempotency::{Claim, Ledger, Record};
+use crate::idempotency::{Attempt, Claim, Ledger, Record, Ticket, targets_digest};
 use crate::name::{Resolution, TableName};
-use crate::request::{Invoke, Loaded};
-use crate::source::{GraphSource, Origin};
+use crate::request::{Closure, Invoke, Loaded, Sample};
+use crate::source::{Freshness, GraphSource, Origin};
 
 /// Everything a request needs: where the graph comes from, the API to invoke through, the
 /// claim records and the events topic.
@@ -38,10 +38,13 @@ pub struct Invoked {
     pub compilation_result: Option<String>,
     pub state: Option<String>,
     pub source: Target,
+    /// The actions, dependencies first; at most `actions_sample` of them.
     pub actions: Vec<ActionView>,
+    /// How many actions there are, however many are listed.
     pub count: usize,
     pub skipped: bool,
     pub dry_run: bool,
+    /// This request created nothing: the invocation was created by an earlier one.
     pub replayed: bool,
 }
 
@@ -77,10 +80,15 @@ impl Invoker {
                 client: Box::new(sigma_shared::storage::client().await?),
                 bucket,
             },
-            None => Ledger::memory(),
+            None => Ledger::memory(config.ledger_capacity),
+        };
+        let freshness = Freshness {
+            ttl: config.ttl,
+            stale: config.stale,
+            retry: config.retry,
         };
         Ok(Self {
-            source: GraphSource::new(origin, config.ttl),
+            source: GraphSource::new(origin, freshness),
             api,
             ledger,
             events: Events::disabled(),
@@ -98,24 +106,37 @@ impl Invoker {
         Self { ledger, ..self }
     }
 
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
     fn api(&self) -> Result<&DataformApi, DataformError> {
         self.api
             .as_deref()
             .ok_or(DataformError::InvocationsUnavailable)
     }
 
-    pub async fn closure(&self, loaded: &Loaded) -> Result<Report, DataformError> {
-        let snapshot = self.source.current().await?;
-        let source = resolve(&snapshot.graph, &loaded.table)?;
-        let nodes = closure(&snapshot.graph, source);
-        Ok(Report::new(&snapshot.graph, source, &nodes))
-    }
-
-    pub async fn invoke(&self, request: &Invoke) -> Result<Invoked, DataformError> {
+    pub async fn closure(&self, request: &Closure) -> Result<Report, DataformError> {
         let snapshot = self.source.current().await?;
         let source = resolve(&snapshot.graph, &request.loaded.table)?;
         let nodes = closure(&snapshot.graph, source);
-        let mut answer = Invoked {
+        let mut report = Report::new(&snapshot.graph, source, &nodes);
+        request.sample.apply(&mut report.actions);
+        Ok(report)
+    }
+
+    pub async fn invoke(&self, request: &Invoke) -> Result<Invoked, DataformError> {
+        let mut answer = self.invoke_all(request).await?;
+        request.sample.apply(&mut answer.actions);
+        Ok(answer)
+    }
+
+    /// `/invoke` with every action listed.
+    async fn invoke_all(&self, request: &Invoke) -> Result<Invoked, DataformError> {
+        let snapshot = self.source.current().await?;
+        let source = resolve(&snapshot.graph, &request.loaded.table)?;
+        let nodes = closure(&snapshot.graph, source);
+        let answer = Invoked {
             invocation: None,
             compilation_result: snapshot.compilation.clone(),
             state: None,
@@ -141,58 +162,104 @@ impl Invoker {
             return Err(DataformError::InvocationsUnavailable);
         };
         let targets: Vec<Target> = answer.actions.iter().map(ActionView::target).collect();
-        let ticket = match &request.key {
-            None => None,
-            Some(key) => match self.ledger.claim(key).await? {
-                Claim::Existing {
-                    invocation,
-                    compilation_result,
-                    actions,
-                } => {
-                    answer.state = Some(api.state(&invocation).await?);
-                    answer.invocation = Some(invocation);
-                    answer.compilation_result = Some(compilation_result);
-                    answer.count = actions.len();
-                    answer.actions = actions;
-                    answer.replayed = true;
-                    return Ok(answer);
-                }
-                Claim::Acquired(ticket) => Some(ticket),
-            },
+        let attempt = Attempt {
+            compilation_result: compilation.clone(),
+            targets: targets_digest(&targets),
         };
-        let created = match api
+        let Some(key) = &request.key else {
+            let created = api
+                .invoke(compilation, &targets, request.fully_refresh_incremental)
+                .await
+                .map_err(|failed| failed.error)?;
+            return Ok(self.created(request, answer, created.name, created.state));
+        };
+        let ticket = match self.ledger.claim(key, &attempt).await? {
+            Claim::Existing { invocation } => {
+                let found = api.invocation(&invocation).await?;
+                return Ok(replay(&snapshot.graph, answer, &attempt, found));
+            }
+            Claim::Acquired(ticket) => ticket,
+        };
+        // An earlier create under this key failed ambiguously: it may have been carried out.
+        match self.search(api, &ticket).await {
+            Ok(Some(found)) => {
+                tracing::info!(
+                    invocation = found.name,
+                    "adopting the invocation an earlier, ambiguously failed create made"
+                );
+                self.ledger
+                    .complete(
+                        ticket,
+                        created_record(&found.name, &found.compilation_result, &found.targets),
+                    )
+                    .await;
+                let answer = replay(&snapshot.graph, answer, &attempt, found);
+                self.publish(EventType::Invoked, &request.loaded, &answer);
+                return Ok(answer);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.ledger.release(ticket, false).await;
+                return Err(e);
+            }
+        }
+        match api
             .invoke(compilation, &targets, request.fully_refresh_incremental)
             .await
         {
-            Ok(created) => created,
-            Err(e) => {
-                if let Some(ticket) = ticket {
-                    self.ledger.release(ticket).await;
-                }
-                return Err(e);
+            Ok(created) => {
+                self.ledger
+                    .complete(ticket, created_record(&created.name, compilation, &targets))
+                    .await;
+                Ok(self.created(request, answer, created.name, created.state))
             }
-        };
+            Err(failed) => {
+                if failed.ambiguous {
+                    tracing::warn!(
+                        "the create may have been carried out; the next attempt searches for it: {}",
+                        failed.error
+                    );
+                }
+                self.ledger.release(ticket, failed.ambiguous).await;
+                Err(failed.error)
+            }
+        }
+    }
+
+    /// The invocation one of the ticket's earlier attempts created, if any did.
+    async fn search(
+        &self,
+        api: &DataformApi,
+        ticket: &Ticket,
+    ) -> Result<Option<Found>, DataformError> {
+        for attempt in &ticket.earlier {
+            if let Some(found) = api.find(attempt).await? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    fn created(
+        &self,
+        request: &Invoke,
+        mut answer: Invoked,
+        name: String,
+        state: String,
+    ) -> Invoked {
         tracing::info!(
-            invocation = created.name,
-            actions = targets.len(),
+            invocation = name,
+            actions = answer.count,
             "invocation created"
         );
-        if let Some(ticket) = ticket {
-            let record = Record::Created {
-                invocation: created.name.clone(),
-                compilation_result: compilation.clone(),
-                actions: answer.actions.clone(),
-            };
-            self.ledger.complete(ticket, record).await;
-        }
-        answer.invocation = Some(created.name);
-        answer.state = Some(created.state);
+        answer.invocation = Some(name);
+        answer.state = Some(state);
         self.publish(EventType::Invoked, &request.loaded, &answer);
-        Ok(answer)
+        answer
     }
 
     /// The invocation named by its id or by its full name as `/invoke` returns it.
-    pub async fn status(&self, id: &str) -> Result<Status, DataformError> {
+    pub async fn status(&self, id: &str, sample: Sample) -> Result<Status, DataformError> {
         let api = self.api()?;
         let prefix = api.invocation_name("");
         let id = id.strip_prefix(&prefix).unwrap_or(id);
@@ -201,7 +268,7 @@ impl Invoker {
                 "the invocation must be an id or a name under {prefix}"
             )));
         }
-        api.status(&api.invocation_name(id)).await
+        api.status(&api.invocation_name(id), sample).await
     }
 
     /// Reports an invocation created, or one not needed, for the loaded object when the
@@ -219,6 +286,34 @@ impl Invoker {
                 })),
         );
     }
+}
+
+fn created_record(invocation: &str, compilation_result: &str, targets: &[Target]) -> Record {
+    Record::Created {
+        invocation: invocation.to_owned(),
+        compilation_result: compilation_result.to_owned(),
+        targets: targets_digest(targets),
+        count: targets.len(),
+    }
+}
+
+/// The answer for an invocation an earlier request created: its own targets (the record
+/// keeps only their digest), described by the current graph; the closure just computed
+/// when it is the same set, as it almost always is.
+fn replay(graph: &Graph, mut answer: Invoked, attempt: &Attempt, found: Found) -> Invoked {
+    if targets_digest(&found.targets) != attempt.targets {
+        answer.actions = found
+            .targets
+            .iter()
+            .map(|target| ActionView::of_target(graph, target))
+            .collect();
+    }
+    answer.count = answer.actions.len();
+    answer.invocation = Some(found.name);
+    answer.compilation_result = Some(found.compilation_result);
+    answer.state = Some(found.state);
+    answer.replayed = true;
+    answer
 }
 
 fn invocation_id_ok(id: &str) -> bool {

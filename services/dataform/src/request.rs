@@ -1,4 +1,9 @@
 //! What callers send, parsed once into what the service works with.
+//!
+//! Every body and query refuses fields it does not know (400 `invalid_request`): a typo such
+//! as `"dryRun": true` must never be read as "run it for real". `#[serde(flatten)]` cannot be
+//! combined with `deny_unknown_fields`, so the loaded-table fields are spelled out in both
+//! bodies and parsed by one function.
 
 use serde::Deserialize;
 use sigma_shared::{BucketName, Generation, ObjectName, ObjectRef};
@@ -6,26 +11,62 @@ use sigma_shared::{BucketName, Generation, ObjectName, ObjectRef};
 use crate::error::DataformError;
 use crate::name::TableName;
 
-/// Which table was loaded: named (`table`, or the registry's `dataform_table`), or derived
-/// from the loaded object's name.
+/// `POST /closure`: which table was loaded, named (`table`, or the registry's
+/// `dataform_table`) or derived from the loaded object's name.
 #[derive(Debug, Deserialize)]
-pub struct TableRequest {
+#[serde(deny_unknown_fields)]
+pub struct ClosureRequest {
     table: Option<String>,
     dataform_table: Option<String>,
     bucket: Option<BucketName>,
     name: Option<ObjectName>,
     generation: Option<Generation>,
+    actions_sample: Option<usize>,
 }
 
+/// `POST /invoke`: the loaded table as for `/closure`, and how to invoke.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InvokeRequest {
-    #[serde(flatten)]
-    table: TableRequest,
+    table: Option<String>,
+    dataform_table: Option<String>,
+    bucket: Option<BucketName>,
+    name: Option<ObjectName>,
+    generation: Option<Generation>,
     #[serde(default)]
     fully_refresh_incremental: bool,
     #[serde(default)]
     dry_run: bool,
     idempotency_key: Option<String>,
+    actions_sample: Option<usize>,
+}
+
+/// `GET /invocations/{id}?actions_sample=N`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusQuery {
+    actions_sample: Option<usize>,
+}
+
+/// How many actions an answer lists; `count` always says how many there are. Cloud
+/// Workflows keeps answers in variables of at most 512 KB, so the workflow asks for a
+/// sample; people and the CLI get every action by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sample(Option<usize>);
+
+impl Sample {
+    pub const ALL: Self = Self(None);
+
+    /// Whether an item may join `listed` items already listed.
+    pub fn admits(self, listed: usize) -> bool {
+        self.0.is_none_or(|limit| listed < limit)
+    }
+
+    pub fn apply<T>(self, items: &mut Vec<T>) {
+        if let Some(limit) = self.0 {
+            items.truncate(limit);
+        }
+    }
 }
 
 /// The loaded table, and the loaded object when the caller named it (events report it).
@@ -36,6 +77,13 @@ pub struct Loaded {
     pub generation: Option<Generation>,
 }
 
+/// A `/closure` request, checked.
+#[derive(Debug, Clone)]
+pub struct Closure {
+    pub loaded: Loaded,
+    pub sample: Sample,
+}
+
 /// An `/invoke` request, checked.
 #[derive(Debug, Clone)]
 pub struct Invoke {
@@ -44,75 +92,95 @@ pub struct Invoke {
     pub key: Option<String>,
     pub fully_refresh_incremental: bool,
     pub dry_run: bool,
+    pub sample: Sample,
 }
 
 const MAX_KEY_BYTES: usize = 2048;
 
-impl TableRequest {
-    pub fn parse(self) -> Result<Loaded, DataformError> {
-        let span = tracing::Span::current();
-        if let Some(name) = &self.name {
-            let bucket = self
-                .bucket
-                .as_ref()
-                .map(BucketName::as_str)
-                .unwrap_or_default();
-            span.record("object", format!("{bucket}/{name}"));
-        }
-        if let Some(generation) = self.generation {
-            span.record("generation", generation.get());
-        }
-        let invalid = |e: crate::name::NameError| DataformError::InvalidRequest(e.to_string());
-        let table = match (&self.table, &self.dataform_table, &self.name) {
-            (Some(table), _, _) | (None, Some(table), _) => table.parse().map_err(invalid)?,
-            (None, None, Some(name)) => TableName::from_object(name).map_err(invalid)?,
-            (None, None, None) => return Err(DataformError::InvalidRequest(
-                "give \"table\" (name, schema.name or database.schema.name), or \"bucket\" and \"name\" of the loaded file".into(),
-            )),
-        };
-        let object = self
-            .bucket
-            .zip(self.name)
-            .map(|(bucket, name)| ObjectRef::new(bucket, name));
-        Ok(Loaded {
-            table,
-            object,
-            generation: self.generation,
+fn loaded(
+    table: Option<String>,
+    dataform_table: Option<String>,
+    bucket: Option<BucketName>,
+    name: Option<ObjectName>,
+    generation: Option<Generation>,
+) -> Result<Loaded, DataformError> {
+    let span = tracing::Span::current();
+    if let Some(name) = &name {
+        let bucket = bucket.as_ref().map(BucketName::as_str).unwrap_or_default();
+        span.record("object", format!("{bucket}/{name}"));
+    }
+    if let Some(generation) = generation {
+        span.record("generation", generation.get());
+    }
+    let invalid = |e: crate::name::NameError| DataformError::InvalidRequest(e.to_string());
+    let table = match (table.or(dataform_table), &name) {
+        (Some(table), _) => table.parse().map_err(invalid)?,
+        (None, Some(name)) => TableName::from_object(name).map_err(invalid)?,
+        (None, None) => return Err(DataformError::InvalidRequest(
+            "give \"table\" (name, schema.name or database.schema.name), or \"bucket\" and \"name\" of the loaded file".into(),
+        )),
+    };
+    Ok(Loaded {
+        table,
+        object: bucket
+            .zip(name)
+            .map(|(bucket, name)| ObjectRef::new(bucket, name)),
+        generation,
+    })
+}
+
+impl ClosureRequest {
+    pub fn parse(self) -> Result<Closure, DataformError> {
+        Ok(Closure {
+            loaded: loaded(
+                self.table,
+                self.dataform_table,
+                self.bucket,
+                self.name,
+                self.generation,
+            )?,
+            sample: Sample(self.actions_sample),
         })
     }
 }
 
 impl InvokeRequest {
     pub fn parse(self) -> Result<Invoke, DataformError> {
-        let key = match self.idempotency_key {
-            Some(key) => {
-                if key.is_empty() || key.len() > MAX_KEY_BYTES || key.chars().any(char::is_control)
-                {
-                    return Err(DataformError::InvalidRequest(format!(
-                        "idempotency_key must be 1-{MAX_KEY_BYTES} bytes without control characters"
-                    )));
-                }
-                Some(key)
-            }
-            None => None,
-        };
-        let loaded = self.table.parse()?;
+        if let Some(key) = &self.idempotency_key
+            && (key.is_empty() || key.len() > MAX_KEY_BYTES || key.chars().any(char::is_control))
+        {
+            return Err(DataformError::InvalidRequest(format!(
+                "idempotency_key must be 1-{MAX_KEY_BYTES} bytes without control characters"
+            )));
+        }
+        let loaded = loaded(
+            self.table,
+            self.dataform_table,
+            self.bucket,
+            self.name,
+            self.generation,
+        )?;
         // Without a key of its own, the loaded upload is the key: the same upload must never
         // start the same actions twice.
-        let key = key.or_else(|| {
-            loaded
-                .object
-                .as_ref()
-                .zip(loaded.generation)
-                .map(|(object, generation)| {
-                    format!("{}/{}/{generation}", object.bucket, object.name)
-                })
+        let key = self.idempotency_key.or_else(|| {
+            let object = loaded.object.as_ref()?;
+            Some(format!(
+                "{}/{}/{}",
+                object.bucket, object.name, loaded.generation?
+            ))
         });
         Ok(Invoke {
             loaded,
             key,
             fully_refresh_incremental: self.fully_refresh_incremental,
             dry_run: self.dry_run,
+            sample: Sample(self.actions_sample),
         })
+    }
+}
+
+impl StatusQuery {
+    pub fn sample(&self) -> Sample {
+        Sample(self.actions_sample)
     }
 }

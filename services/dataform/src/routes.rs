@@ -3,16 +3,16 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use sigma_shared::extract::JsonBody;
+use sigma_shared::extract::{JsonBody, Path, Query};
 
 use crate::api::Status;
 use crate::closure::Report;
 use crate::error::DataformError;
 use crate::invoke::{Invoked, Invoker};
-use crate::request::{InvokeRequest, TableRequest};
+use crate::request::{ClosureRequest, InvokeRequest, StatusQuery};
 
 /// The service's routes with the shared health check, fallbacks and request logging.
 pub fn app(invoker: Arc<Invoker>) -> Router {
@@ -27,7 +27,7 @@ pub fn app(invoker: Arc<Invoker>) -> Router {
 
 async fn closure_of(
     State(invoker): State<Arc<Invoker>>,
-    JsonBody(request): JsonBody<TableRequest>,
+    JsonBody(request): JsonBody<ClosureRequest>,
 ) -> Result<Json<Report>, DataformError> {
     Ok(Json(invoker.closure(&request.parse()?).await?))
 }
@@ -43,6 +43,7 @@ async fn invoke(
 async fn invocation(
     State(invoker): State<Arc<Invoker>>,
     Path(id): Path<String>,
+    Query(query): Query<StatusQuery>,
 ) -> Result<Json<Status>, DataformError> {
-    Ok(Json(invoker.status(&id).await?))
+    Ok(Json(invoker.status(&id, query.sample()).await?))
 }

@@ -3,7 +3,8 @@
 mod common;
 
 use common::{
-    Api, REPOSITORY, Service, api_config, compiled, expected_lkp_fechas, keys, sample_fake,
+    Api, REPOSITORY, Service, api_config, assert_refused, compiled, expected_lkp_fechas, keys,
+    sample_fake,
 };
 use serde_json::{Value, json};
 use sigma_dataform::Invoker;
@@ -335,4 +336,152 @@ async fn invocations_created_and_skipped_are_published_once_and_replays_are_not(
     let skipped = messages[1].json().unwrap();
     assert_eq!(skipped["object"], Value::Null);
     assert!(!messages[1].attributes.contains_key("object"));
+}
+
+#[tokio::test]
+async fn unknown_fields_are_refused_and_create_nothing() {
+    let Api { fake, service } = Api::start().await;
+    let refused = service
+        .invoke(json!({"table": "lkp_fechas", "dryRun": true}))
+        .await;
+    assert_refused(&refused, 400, "invalid_request");
+    assert!(
+        refused.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("dryRun"),
+        "{}",
+        refused.1
+    );
+    assert!(fake.handle.created_invocations().is_empty());
+    for body in [
+        json!({"table": "lkp_fechas", "tabel": "x"}),
+        json!({"table": "lkp_fechas", "idempotency_key": "k", "dry_run": false, "extra": 1}),
+    ] {
+        assert_refused(&service.invoke(body.clone()).await, 400, "invalid_request");
+        assert_refused(&service.closure(body).await, 400, "invalid_request");
+    }
+    assert!(fake.handle.created_invocations().is_empty());
+    assert_refused(
+        &service.get("/invocations/some-id?actionsSample=3").await,
+        400,
+        "invalid_request",
+    );
+    assert_refused(
+        &service
+            .get("/invocations/some-id?actions_sample=many")
+            .await,
+        400,
+        "invalid_request",
+    );
+    assert_refused(
+        &service.get("/invocations/%FF").await,
+        400,
+        "invalid_request",
+    );
+}
+
+#[tokio::test]
+async fn dataform_aborted_over_http_409_is_transient_and_the_retry_creates_one_invocation() {
+    let Api { fake, service } = Api::start().await;
+    service.closure(json!({"table": "lkp_fechas"})).await;
+    let request = json!({"table": "lkp_fechas", "idempotency_key": "aborted-1"});
+    fake.handle.fail_next_as(409, "ABORTED", 1);
+    let refused = service.invoke(request.clone()).await;
+    assert_refused(&refused, 503, "dataform_unavailable");
+    let (status, body) = service.invoke(request).await;
+    assert_eq!((status, &body["replayed"]), (200, &json!(false)), "{body}");
+    assert_eq!(fake.handle.created_invocations().len(), 1);
+}
+
+#[tokio::test]
+async fn actions_sample_bounds_the_lists_and_count_stays_the_total() {
+    let Api { fake, service } = Api::start().await;
+    let (status, closure) = service
+        .closure(json!({"table": "lkp_fechas", "actions_sample": 2}))
+        .await;
+    assert_eq!(status, 200, "{closure}");
+    assert_eq!(
+        (
+            closure["actions"].as_array().unwrap().len(),
+            &closure["count"]
+        ),
+        (2, &json!(16))
+    );
+
+    let request = json!({"table": "lkp_fechas", "idempotency_key": "sampled", "actions_sample": 3});
+    let (status, invoked) = service.invoke(request.clone()).await;
+    assert_eq!(status, 200, "{invoked}");
+    assert_eq!(
+        (
+            invoked["actions"].as_array().unwrap().len(),
+            &invoked["count"]
+        ),
+        (3, &json!(16))
+    );
+    let created = fake.handle.created_invocations();
+    assert_eq!(
+        created[0]["invocationConfig"]["includedTargets"]
+            .as_array()
+            .unwrap()
+            .len(),
+        16,
+        "the sample bounds the answer, never the invocation"
+    );
+    let (_, replay) = service.invoke(request).await;
+    assert_eq!(
+        (
+            replay["actions"].as_array().unwrap().len(),
+            &replay["count"],
+            &replay["replayed"]
+        ),
+        (3, &json!(16), &json!(true))
+    );
+    let (_, all) = service
+        .invoke(json!({"table": "lkp_fechas", "idempotency_key": "sampled"}))
+        .await;
+    assert_eq!(
+        all["actions"].as_array().unwrap().len(),
+        16,
+        "absent: every action"
+    );
+
+    let id = invoked["invocation"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    fake.handle
+        .complete(
+            &id,
+            &[
+                ("acme-dwh-prod.warehouse.cal_resumen", "division by zero"),
+                ("acme-dwh-prod.warehouse.dim_fecha", "quota"),
+            ],
+        )
+        .unwrap();
+    let (status, sampled) = service
+        .get(&format!("/invocations/{id}?actions_sample=1"))
+        .await;
+    assert_eq!(status, 200, "{sampled}");
+    assert_eq!(sampled["count"], 16);
+    assert_eq!(sampled["actions"]["FAILED"], 2);
+    assert_eq!(sampled["failed"].as_array().unwrap().len(), 1);
+    let (_, full) = service.get(&format!("/invocations/{id}")).await;
+    assert_eq!(full["failed"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_replay_lists_the_invocations_own_targets() {
+    let Api { fake, service } = Api::start().await;
+    let request = json!({"table": "lkp_fechas", "idempotency_key": "own-targets"});
+    let (_, first) = service.invoke(request.clone()).await;
+    let (status, replay) = service.invoke(request).await;
+    assert_eq!(status, 200, "{replay}");
+    assert_eq!(replay["replayed"], true);
+    assert_eq!(replay["actions"], first["actions"]);
+    assert_eq!(replay["count"], 16);
+    assert_eq!(fake.handle.created_invocations().len(), 1);
 }

@@ -193,3 +193,28 @@ pub fn assert_refused((status, body): &(u16, Value), expected_status: u16, code:
         "{body}"
     );
 }
+
+/// A `dataform compile --json` document: the declaration `raw.src` and `tables` tables, each
+/// reading `raw.src` and the one before it, so the closure of `src` holds every table.
+pub fn generated(tables: usize) -> Value {
+    let target =
+        |schema: &str, name: &str| json!({"database": "p", "schema": schema, "name": name});
+    let tables: Vec<Value> = (0..tables)
+        .map(|i| {
+            let mut dependencies = vec![target("raw", "src")];
+            if i > 0 {
+                dependencies.push(target("warehouse", &format!("t{:06}", i - 1)));
+            }
+            json!({
+                "target": target("warehouse", &format!("t{i:06}")),
+                "type": "table",
+                "disabled": false,
+                "dependencyTargets": dependencies,
+            })
+        })
+        .collect();
+    json!({
+        "tables": tables,
+        "declarations": [{"target": target("raw", "src")}],
+    })
+}
