@@ -16,6 +16,8 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use base64::Engine;
+use base64::prelude::BASE64_STANDARD;
 use chrono::{DateTime, Utc};
 use google_cloud_gax::retry_policy::RetryPolicyExt;
 use google_cloud_pubsub::client::Publisher;
@@ -195,25 +197,19 @@ impl Event {
     }
 }
 
-/// A value that fits in an attribute: itself when short enough, else its longest prefix
-/// that leaves room for `~` and a hash of the whole value. Subscription filters on a prefix
-/// (`hasPrefix(attributes.object, "gs://b/data/")`) keep working, and two long names that
-/// share the prefix still differ.
+/// A value that fits in an attribute: itself when short enough, else its first 240
+/// characters (at most 960 bytes), `...sha256:` and the base64 SHA-256 of the whole value.
+/// Subscription filters on a prefix (`hasPrefix(attributes.object, "gs://b/data/")`) keep
+/// working, two long names that share the prefix still differ, and the workflow writes the
+/// same form (it can cut by characters, not bytes), so one topic has one format.
 fn fit_attribute(value: String) -> String {
-    const HASH_HEX: usize = 16;
-    if value.len() <= MAX_ATTRIBUTE_VALUE {
+    const KEPT_CHARS: usize = 240;
+    if value.len() < MAX_ATTRIBUTE_VALUE {
         return value;
     }
+    let kept: String = value.chars().take(KEPT_CHARS).collect();
     let digest = Sha256::digest(value.as_bytes());
-    let hash: String = digest[..HASH_HEX / 2]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let mut end = MAX_ATTRIBUTE_VALUE - HASH_HEX - 1;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}~{hash}", &value[..end])
+    format!("{kept}...sha256:{}", BASE64_STANDARD.encode(digest))
 }
 
 /// A Pub/Sub topic name, `projects/PROJECT/topics/TOPIC`, as Pub/Sub accepts it.
@@ -492,6 +488,12 @@ mod tests {
         let object = &attributes["object"];
         assert!(object.len() <= MAX_ATTRIBUTE_VALUE, "{}", object.len());
         assert!(object.starts_with("gs://trigger/d/d/"));
+        // The form the workflow writes (workflows/sigma.yaml, shorten_object) for this URI.
+        let expected = format!(
+            "{}...sha256:S87MKNEPLvhZ77dijC83TW1MkTCANys86j0O8DLJcyE=",
+            &long.to_string()[..240]
+        );
+        assert_eq!(object, &expected);
         let other = Event::new(EventType::Decrypted, sibling).attributes()["object"].clone();
         assert_ne!(object, &other, "two long names must not share an attribute");
         assert_eq!(attributes["generation"], "7");
