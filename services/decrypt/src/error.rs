@@ -43,11 +43,12 @@ pub enum Error {
     /// bucket. Which of two uploads to different buckets is newer cannot be known (their
     /// generations are unrelated), so neither may replace the other.
     #[error(
-        "{output} already holds the decryption of {existing_source}; {source_object} must not overwrite it"
+        "{output} already holds the decryption of {} in bucket {existing_bucket}; {source_object} must not overwrite it",
+        source_object.name
     )]
     OutputConflict {
         output: ObjectRef,
-        existing_source: ObjectRef,
+        existing_bucket: BucketName,
         source_object: ObjectRef,
     },
     /// Another request replaced the output while this one was decrypting; trying again

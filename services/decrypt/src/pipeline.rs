@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use google_cloud_storage::client::Storage;
 use google_cloud_storage::model_ext::ObjectHighlights;
+use sigma_shared::Generation;
 use sigma_shared::storage::{self, Precondition, StorageError, WriteOptions};
-use sigma_shared::{Generation, ObjectRef};
 use tokio::runtime::Handle;
 
 use crate::error::Error;
@@ -154,7 +154,7 @@ impl Pipeline {
             }),
             Decision::OtherBucket(bucket) => Err(Error::OutputConflict {
                 output: job.output.clone(),
-                existing_source: ObjectRef::new(bucket, job.source.name.clone()),
+                existing_bucket: bucket,
                 source_object: job.source.clone(),
             }),
             Decision::Write(precondition) => Ok(Next::Write(precondition)),
