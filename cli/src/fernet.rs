@@ -1,11 +1,11 @@
 //! `sigma decrypt`, `sigma encrypt`, `sigma keygen`: the service's Fernet core on files.
 //!
-//! OUT only ever appears complete and verified: output goes to a temporary file beside it
-//! (so the final rename is atomic) and is renamed into place on success, or to a temporary
-//! file copied to stdout only after verification when OUT is `-`.
+//! OUT only ever appears complete and verified: output is staged in a temporary file beside
+//! it and renamed into place on success (see [`staged`](crate::staged)), or, when OUT is `-`,
+//! kept in an unnamed temporary file and copied to stdout only after verification.
 
 use std::fs::File;
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,25 +13,47 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sigma_decrypt::fernet::{self, Decryptor, Key, KeyRing};
-use tempfile::NamedTempFile;
+
+use crate::staged::{self, Staged};
 
 const STDIO: &str = "-";
 
 /// Keys on the command line or, better, in `FERNET_KEYS`, which keeps them out of the
-/// process list.
+/// process list. Every source is read by the one parser the service uses for its own
+/// `FERNET_KEYS` ([`KeyRing::parse`]), so a key list works the same wherever it is put.
 #[derive(Args)]
 pub struct Keys {
-    /// A Fernet key; repeat for rotation, newest first (encrypt uses the first, as
-    /// MultiFernet does). Defaults to $FERNET_KEYS (comma-separated)
+    /// Fernet keys, newest first (encrypt uses the first, as MultiFernet does): repeat
+    /// --key, or separate keys by commas, spaces or line breaks. Defaults to $FERNET_KEYS,
+    /// in the same form
     #[arg(
         long = "key",
-        value_name = "KEY",
+        value_name = "KEYS",
         env = "FERNET_KEYS",
-        value_delimiter = ',',
         hide_env_values = true,
         required = true
     )]
-    keys: Vec<String>,
+    lists: Vec<String>,
+}
+
+impl Keys {
+    fn ring(&self) -> anyhow::Result<KeyRing> {
+        KeyRing::parse(&self.lists.join(",")).context("--key or FERNET_KEYS")
+    }
+
+    /// The key `encrypt` uses. The whole list is checked first, so a list that decrypt
+    /// would refuse is refused here too.
+    fn newest(&self) -> anyhow::Result<Key> {
+        self.ring()?;
+        // KeyRing does not hand out its keys yet; this splits as KeyRing::parse does.
+        let first = self
+            .lists
+            .iter()
+            .flat_map(|list| list.split(|c: char| c == ',' || c.is_whitespace()))
+            .find(|item| !item.is_empty())
+            .unwrap_or_default();
+        first.parse().context("--key or FERNET_KEYS")
+    }
 }
 
 #[derive(Args)]
@@ -63,20 +85,24 @@ pub fn keygen() -> anyhow::Result<()> {
 }
 
 pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
-    let key: Key = args.keys.keys[0].parse().context("--key")?;
+    let key = args.keys.newest()?;
+    staged::remove_on_signals().context("catching signals")?;
     let input = open_once(&args.input)?;
     let bar = progress(&args.input);
-    let mut output = Output::beside(&args.output)?;
-    fernet::encrypt(&key, bar.wrap_read(input), &mut output.file)
+    let mut output = Output::to(&args.output)?;
+    fernet::encrypt(&key, bar.wrap_read(input), &mut output)
         .with_context(|| format!("encrypting {}", args.input.display()))?;
     bar.finish_and_clear();
     output.commit()
 }
 
 pub fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
-    let keys = KeyRing::parse(&args.keys.keys.join(",")).context("--key")?;
+    let keys = args.keys.ring()?;
+    // Several keys may need several passes, which stdin cannot give.
+    let rereads = keys.len() > 1;
     let decryptor = Decryptor::new(keys).with_ttl(args.ttl.map(Duration::from_secs));
-    let source = Source::new(&args.input, decryptor_needs_rereads(&args))?;
+    staged::remove_on_signals().context("catching signals")?;
+    let source = Source::new(&args.input, rereads)?;
     let bar = progress(&args.input);
     let decrypted = decryptor
         .decrypt(
@@ -84,24 +110,20 @@ pub fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
                 bar.reset();
                 Ok(bar.wrap_read(source.open()?))
             },
-            || Output::beside(&args.output).map_err(io::Error::other),
+            || Output::to(&args.output),
         )
         .with_context(|| format!("{} was not decrypted", args.input.display()))?;
     bar.finish_and_clear();
     decrypted.output.commit()
 }
 
-/// Several keys may need several passes, which stdin cannot give.
-fn decryptor_needs_rereads(args: &DecryptArgs) -> bool {
-    args.keys.keys.len() > 1
-}
-
 /// Where the token is read from, as many times as the decryptor asks.
 enum Source {
     File(PathBuf),
     Stdin,
-    /// stdin copied aside, because it can be read only once.
-    Spooled(NamedTempFile),
+    /// stdin copied aside, because it can be read only once, into an unnamed file that
+    /// vanishes with the process however it ends.
+    Spooled(File),
 }
 
 impl Source {
@@ -112,7 +134,7 @@ impl Source {
         if !rereads {
             return Ok(Self::Stdin);
         }
-        let mut spool = NamedTempFile::new().context("creating a temporary file for stdin")?;
+        let mut spool = tempfile::tempfile().context("creating a temporary file for stdin")?;
         io::copy(&mut io::stdin().lock(), &mut spool).context("reading stdin")?;
         Ok(Self::Spooled(spool))
     }
@@ -124,7 +146,11 @@ impl Source {
                     .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
             ),
             Self::Stdin => Box::new(io::stdin().lock()),
-            Self::Spooled(spool) => Box::new(spool.reopen()?),
+            Self::Spooled(spool) => {
+                let mut pass = spool.try_clone()?;
+                pass.rewind()?;
+                Box::new(pass)
+            }
         })
     }
 }
@@ -139,57 +165,51 @@ fn open_once(path: &Path) -> anyhow::Result<Box<dyn Read>> {
     }
 }
 
-/// A temporary file that becomes OUT only when committed, and vanishes otherwise.
-struct Output {
-    file: NamedTempFile,
-    target: Option<PathBuf>,
+/// Where output waits until it is complete: staged beside OUT, or, for stdout, in an
+/// unnamed temporary file (it has no name to remove, whatever ends the process).
+enum Output {
+    File(Staged),
+    Stdout(File),
 }
 
 impl Output {
-    fn beside(target: &Path) -> anyhow::Result<Self> {
+    fn to(target: &Path) -> io::Result<Self> {
         if target.as_os_str() == STDIO {
-            return Ok(Self {
-                file: NamedTempFile::new().context("creating a temporary file")?,
-                target: None,
-            });
+            Ok(Self::Stdout(tempfile::tempfile()?))
+        } else {
+            Staged::beside(target).map(Self::File)
         }
-        let dir = match target.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        Ok(Self {
-            file: NamedTempFile::new_in(dir)
-                .with_context(|| format!("creating a temporary file in {}", dir.display()))?,
-            target: Some(target.to_owned()),
-        })
     }
 
-    fn commit(mut self) -> anyhow::Result<()> {
-        self.file.flush()?;
-        match self.target {
-            Some(target) => {
-                self.file
-                    .persist(&target)
-                    .with_context(|| format!("writing {}", target.display()))?;
+    fn commit(self) -> anyhow::Result<()> {
+        match self {
+            Self::File(staged) => {
+                let target = staged.target().display().to_string();
+                staged.commit().with_context(|| format!("writing {target}"))
             }
-            None => {
-                let mut verified = self.file.reopen()?;
+            Self::Stdout(mut verified) => {
+                verified.rewind()?;
                 let mut stdout = io::stdout().lock();
                 io::copy(&mut verified, &mut stdout).context("writing stdout")?;
-                stdout.flush()?;
+                stdout.flush().context("writing stdout")
             }
         }
-        Ok(())
     }
 }
 
 impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file.write(buf)
+        match self {
+            Self::File(staged) => staged.write(buf),
+            Self::Stdout(file) => file.write(buf),
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        match self {
+            Self::File(staged) => staged.flush(),
+            Self::Stdout(file) => file.flush(),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 mod closure;
 mod fernet;
 mod plan;
+mod staged;
 
 use std::process::ExitCode;
 
