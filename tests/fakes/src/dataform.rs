@@ -672,7 +672,9 @@ pub fn router(handle: Handle) -> Router {
         .layer(middleware::from_fn_with_state(
             handle.clone(),
             injected_failures,
-        ));
+        ))
+        // A 100,000-target invocation is a ~7 MB create request; axum's default is 2 MB.
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 20));
     let control = Router::new()
         .route(
             "/_fake/fail",
