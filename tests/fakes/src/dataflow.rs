@@ -1,8 +1,8 @@
 //! A fake Dataflow v1b3 REST API: flex template launches, jobs, job messages.
 //!
 //! It accepts exactly the discovery document's `LaunchFlexTemplateRequest` (unknown fields,
-//! wrong types, bad enums and invalid job names are refused with 400 `INVALID_ARGUMENT`, as
-//! Dataflow does), answers 409 `ALREADY_EXISTS` for a second active job of one name, and
+//! wrong types, bad enums, invalid job names and labels that break Google's label rules are
+//! refused with 400 `INVALID_ARGUMENT`, as Dataflow does), answers 409 `ALREADY_EXISTS` for a second active job of one name, and
 //! walks each job through a script of states, one step per `jobs.get`. Tests program it
 //! through [`Handle`]; a harness in another process uses the `/_fake/...` routes:
 //!
@@ -408,6 +408,38 @@ pub fn valid_job_name(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
+/// Google's label rules: at most 64 labels; keys and values at most 63 characters of
+/// lower-case letters (international ones too), digits, `_` and `-`; keys start with a
+/// letter; values may be empty.
+pub fn label_error(labels: &BTreeMap<String, String>) -> Option<String> {
+    fn allowed(c: char) -> bool {
+        c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || c == '_'
+            || c == '-'
+            || (!c.is_ascii() && c.is_alphanumeric() && !c.is_uppercase())
+    }
+    fn letter(c: char) -> bool {
+        c.is_ascii_lowercase() || (!c.is_ascii() && c.is_alphabetic() && !c.is_uppercase())
+    }
+    if labels.len() > 64 {
+        return Some(format!(
+            "Invalid value at 'launch_parameter.environment.additional_user_labels': {} labels, at most 64 are allowed",
+            labels.len()
+        ));
+    }
+    labels.iter().find_map(|(key, value)| {
+        let key_ok =
+            key.starts_with(letter) && key.chars().count() <= 63 && key.chars().all(allowed);
+        let value_ok = value.chars().count() <= 63 && value.chars().all(allowed);
+        (!key_ok || !value_ok).then(|| {
+            format!(
+                "Invalid value at 'launch_parameter.environment.additional_user_labels' ({key:?}: {value:?}): label keys and values must be at most 63 characters of lowercase letters, numeric characters, underscores and dashes, and keys must start with a letter"
+            )
+        })
+    })
+}
+
 fn validate(body: &[u8]) -> Result<(LaunchFlexTemplateParameter, bool), String> {
     let request: LaunchFlexTemplateRequest =
         serde_json::from_slice(body).map_err(|e| format!("Invalid JSON payload received. {e}"))?;
@@ -453,6 +485,9 @@ fn validate(body: &[u8]) -> Result<(LaunchFlexTemplateParameter, bool), String> 
         }
         if env.worker_region.is_some() && env.worker_zone.is_some() {
             return Err("worker_region and worker_zone are mutually exclusive".into());
+        }
+        if let Some(message) = env.additional_user_labels.as_ref().and_then(label_error) {
+            return Err(message);
         }
     }
     Ok((parameter, request.validate_only))
