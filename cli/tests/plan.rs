@@ -50,7 +50,7 @@ fn plan_json_has_the_documented_keys_and_the_services_job_name() {
     );
     assert_eq!(
         plan["parameters"]["jobConfig"],
-        "gs://company_config_bucket/configs/poliza_detalle_2024-01-15.config"
+        "gs://company_config_bucket/configs/poliza_detalle/2024-01-15/poliza-detalle-2024-01-15-gshdvvbl1c.config"
     );
     assert_eq!(plan["environment"]["ipConfiguration"], "WORKER_IP_PRIVATE");
     assert_eq!(plan["config"]["source"]["generation"], "1705312800123456");

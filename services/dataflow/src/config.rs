@@ -62,6 +62,7 @@ impl Config {
         let registry = Registry::parse(&text).map_err(|e| ConfigError::new(PIPELINES, e))?;
         let site = Site::resolve(&registry.site, site_overrides()?)
             .map_err(|e| ConfigError::new("PROJECT_ID/DATAFLOW_REGION/CONFIG_BUCKET", e))?;
+        crate::plan::check_labels(&registry, &site).map_err(|e| ConfigError::new(PIPELINES, e))?;
         let dataflow_endpoint = config::optional("DATAFLOW_ENDPOINT")
             .unwrap_or_else(|| dataflow::DEFAULT_ENDPOINT.to_owned());
         if !dataflow_endpoint.starts_with("http://") && !dataflow_endpoint.starts_with("https://") {

@@ -1,8 +1,9 @@
 //! The Dataflow v1b3 REST API over reqwest, with tokens from `google-cloud-auth`.
 //!
 //! There is no official Rust client for Dataflow; the few calls sigma makes are plain JSON
-//! requests. Failures are sorted with the shared Google classification, so a throttled or
-//! unreachable Dataflow is a retryable 503 and a rejected request carries Google's message.
+//! requests. Failures are sorted by Google's RPC code first and the HTTP status only when
+//! there is none (see [`classify`]), so a throttled or unreachable Dataflow is a retryable
+//! 503 and a rejected request carries Google's message.
 
 use std::time::Duration;
 
@@ -30,9 +31,10 @@ pub enum DataflowError {
     Credentials(String),
     #[error("Dataflow did not answer: {0}")]
     Transport(String),
-    #[error("Dataflow answered {status}: {message}")]
+    #[error("Dataflow answered {status}{}: {message}", rpc.as_deref().map(|r| format!(" {r}")).unwrap_or_default())]
     Google {
         status: u16,
+        rpc: Option<String>,
         failure: Failure,
         message: String,
     },
@@ -41,8 +43,48 @@ pub enum DataflowError {
 }
 
 impl DataflowError {
+    /// Dataflow refused a second active job of this name (`ALREADY_EXISTS`), which is how a
+    /// concurrent duplicate learns that its job is running. An `ABORTED` 409 is not this.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Self::Google { status: 409, .. })
+        matches!(
+            self,
+            Self::Google {
+                failure: Failure::Rejected(StatusCode::CONFLICT),
+                ..
+            }
+        )
+    }
+}
+
+/// What a Dataflow error means for the request that met it.
+///
+/// The RPC code in the body decides, because the HTTP status is only its transport:
+/// `ABORTED` and `ALREADY_EXISTS` both arrive as 409, yet one is worth retrying and the
+/// other means the job exists; quota errors are `RESOURCE_EXHAUSTED` whatever the status.
+/// Without an RPC code (a proxy's answer) the HTTP status decides.
+///
+/// HTTP 412 is decided on its own, first: sigma sends Dataflow no conditional request (no
+/// etag or `If-Match`, no `jobs.update`), and Google maps `FAILED_PRECONDITION` to 400, not
+/// 412. A 412 is therefore not another writer winning a race (which a retry would settle,
+/// as for Cloud Storage) but an answer sigma cannot act on: 502 `dataflow_error`, not
+/// retried, with Google's message for the person who looks.
+pub fn classify(http: u16, rpc: Option<&str>) -> Failure {
+    if http == 412 {
+        return Failure::Unexpected;
+    }
+    match rpc {
+        Some("ALREADY_EXISTS") => Failure::Rejected(StatusCode::CONFLICT),
+        Some("NOT_FOUND") => Failure::NotFound,
+        Some("INVALID_ARGUMENT" | "OUT_OF_RANGE" | "FAILED_PRECONDITION") => {
+            Failure::Rejected(StatusCode::BAD_REQUEST)
+        }
+        Some("PERMISSION_DENIED") => Failure::Rejected(StatusCode::FORBIDDEN),
+        Some("UNAUTHENTICATED") => Failure::Rejected(StatusCode::UNAUTHORIZED),
+        Some(
+            "RESOURCE_EXHAUSTED" | "UNAVAILABLE" | "ABORTED" | "DEADLINE_EXCEEDED" | "INTERNAL"
+            | "UNKNOWN",
+        ) => Failure::Transient,
+        _ => Failure::of_http(http),
     }
 }
 
@@ -132,12 +174,17 @@ impl Dataflow {
             .await
             .map_err(|e| DataflowError::Transport(e.without_url().to_string()))?;
         if !(200..300).contains(&status) {
-            let message = serde_json::from_slice::<ErrorBody>(&body)
-                .map(|b| b.error.message)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&body).chars().take(500).collect());
+            let (message, rpc) = match serde_json::from_slice::<ErrorBody>(&body) {
+                Ok(b) => (b.error.message, b.error.status.filter(|s| !s.is_empty())),
+                Err(_) => (
+                    String::from_utf8_lossy(&body).chars().take(500).collect(),
+                    None,
+                ),
+            };
             return Err(DataflowError::Google {
                 status,
-                failure: Failure::of_http(status),
+                failure: classify(status, rpc.as_deref()),
+                rpc,
                 message,
             });
         }
@@ -260,5 +307,55 @@ impl Dataflow {
             }
         }
         Ok(messages)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rpc_code_decides_before_the_http_status_and_412_is_deliberate() {
+        let table = [
+            (
+                409,
+                Some("ALREADY_EXISTS"),
+                Failure::Rejected(StatusCode::CONFLICT),
+            ),
+            (409, Some("ABORTED"), Failure::Transient),
+            (409, None, Failure::Rejected(StatusCode::CONFLICT)),
+            (429, Some("RESOURCE_EXHAUSTED"), Failure::Transient),
+            (403, Some("RESOURCE_EXHAUSTED"), Failure::Transient),
+            (
+                403,
+                Some("PERMISSION_DENIED"),
+                Failure::Rejected(StatusCode::FORBIDDEN),
+            ),
+            (
+                400,
+                Some("FAILED_PRECONDITION"),
+                Failure::Rejected(StatusCode::BAD_REQUEST),
+            ),
+            (
+                400,
+                Some("INVALID_ARGUMENT"),
+                Failure::Rejected(StatusCode::BAD_REQUEST),
+            ),
+            (404, Some("NOT_FOUND"), Failure::NotFound),
+            (503, Some("UNAVAILABLE"), Failure::Transient),
+            (504, Some("DEADLINE_EXCEEDED"), Failure::Transient),
+            (500, Some("INTERNAL"), Failure::Transient),
+            (412, Some("FAILED_PRECONDITION"), Failure::Unexpected),
+            (412, None, Failure::Unexpected),
+            (502, None, Failure::Transient),
+            (
+                418,
+                Some("SOMETHING_NEW"),
+                Failure::Rejected(StatusCode::IM_A_TEAPOT),
+            ),
+        ];
+        for (http, rpc, expected) in table {
+            assert_eq!(classify(http, rpc), expected, "{http} {rpc:?}");
+        }
     }
 }

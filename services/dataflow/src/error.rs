@@ -6,13 +6,20 @@ use sigma_shared::storage::StorageError;
 use sigma_shared::{Generation, ObjectRef};
 
 use crate::dataflow::DataflowError;
+use crate::labels::LabelError;
 use crate::naming::JobName;
+use crate::plan::PlanError;
 use crate::registry::MatchError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     Match(#[from] MatchError),
+    #[error("the labels of job {job_name} break Dataflow's label rules: {error}")]
+    InvalidLabels {
+        job_name: JobName,
+        error: LabelError,
+    },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -39,10 +46,19 @@ pub enum Error {
     InvalidRequest(String),
 }
 
+impl From<PlanError> for Error {
+    fn from(error: PlanError) -> Self {
+        match error {
+            PlanError::Match(e) => Self::Match(e),
+            PlanError::Labels { job_name, error } => Self::InvalidLabels { job_name, error },
+        }
+    }
+}
+
 impl HttpError for Error {
     fn status(&self) -> StatusCode {
         match self {
-            Self::Match(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Match(_) | Self::InvalidLabels { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Storage(e) => e.status(),
             Self::Dataflow(e) => e.status(),
             Self::StaleGeneration { .. } | Self::NewerConfig { .. } => StatusCode::CONFLICT,
@@ -56,6 +72,7 @@ impl HttpError for Error {
             Self::Match(MatchError::UnknownEntity(_)) => "unknown_entity",
             Self::Match(MatchError::Ambiguous { .. }) => "ambiguous_entity",
             Self::Match(MatchError::InvalidDate { .. }) => "invalid_fecha_lote",
+            Self::InvalidLabels { .. } => "invalid_labels",
             Self::Storage(e) => e.code(),
             Self::Dataflow(e) => e.code(),
             Self::StaleGeneration { .. } | Self::NewerConfig { .. } => "stale_generation",

@@ -16,7 +16,7 @@ use sigma_shared::{BucketName, Generation, ObjectName, ObjectRef};
 
 use crate::dataflow::{Dataflow, JobFilter};
 use crate::error::Error;
-use crate::naming::{EntityName, FechaLote, JobName, ProjectId, Region};
+use crate::naming::{DataformTable, EntityName, FechaLote, JobName, ProjectId, Region};
 use crate::plan::{self, LaunchPlan, Site};
 use crate::records::{self, LaunchRecord};
 use crate::registry::Registry;
@@ -57,7 +57,7 @@ pub struct Launched {
     pub fecha_lote: FechaLote,
     pub generation: Generation,
     pub config_uri: String,
-    pub dataform_table: String,
+    pub dataform_table: DataformTable,
     pub console_url: String,
     /// `true` when this request found the job already launched and launched nothing.
     pub adopted: bool,
@@ -135,7 +135,8 @@ impl Launcher {
             return self.record(&plan, &record_object, &job, true).await;
         }
 
-        records::write_config(&self.storage, &plan).await?;
+        records::write_latest_config(&self.storage, &plan).await?;
+        records::write_upload_config(&self.storage, &plan).await?;
         let launched = self
             .dataflow
             .launch(&plan.project, &plan.region, &plan.launch_request(false))

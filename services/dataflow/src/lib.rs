@@ -5,6 +5,7 @@
 pub mod config;
 pub mod dataflow;
 pub mod error;
+pub mod labels;
 pub mod launch;
 pub mod naming;
 pub mod plan;

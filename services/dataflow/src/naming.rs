@@ -28,6 +28,10 @@ pub enum NamingError {
     Region(String),
     #[error("{0:?} is not a Google Cloud project id")]
     Project(String),
+    #[error(
+        "{0:?} is not a Dataform table: use name, schema.name or database.schema.name (schema and name: letters, digits, '_'; database: a project id)"
+    )]
+    DataformTable(String),
 }
 
 /// An entity (the seed material's *modelo*): `poliza_detalle`. Lower-case snake case, so
@@ -111,6 +115,58 @@ impl FromStr for ProjectId {
             Ok(Self(s.to_owned()))
         } else {
             Err(NamingError::Project(s.to_owned()))
+        }
+    }
+}
+
+/// The Dataform table a load feeds, as the `/invoke` step of sigma-dataform takes it:
+/// `name`, `schema.name` or `database.schema.name`. A bare name is ambiguous when several
+/// schemas hold a table of that name (the sample graph has `clientes` in four), so the
+/// registry may qualify it and the qualification is passed through untouched.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DataformTable(String);
+
+impl DataformTable {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&EntityName> for DataformTable {
+    /// The default: the entity's name, unqualified.
+    fn from(entity: &EntityName) -> Self {
+        Self(entity.as_str().to_owned())
+    }
+}
+
+/// A BigQuery dataset or table name as sigma accepts it: letters, digits and `_`, not
+/// starting with a digit.
+fn identifier(part: &str) -> bool {
+    part.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && part.len() <= 300
+        && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl FromStr for DataformTable {
+    type Err = NamingError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split('.').collect();
+        let valid = match parts.as_slice() {
+            [name] => identifier(name),
+            [schema, name] => identifier(schema) && identifier(name),
+            [database, schema, name] => {
+                !database.contains(':')
+                    && database.parse::<ProjectId>().is_ok()
+                    && identifier(schema)
+                    && identifier(name)
+            }
+            _ => false,
+        };
+        if valid {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(NamingError::DataformTable(s.to_owned()))
         }
     }
 }
@@ -218,7 +274,7 @@ macro_rules! string_serde {
     )*};
 }
 
-string_serde!(EntityName, JobName, Region, ProjectId);
+string_serde!(EntityName, JobName, Region, ProjectId, DataformTable);
 
 macro_rules! display_serde {
     ($($ty:ty),*) => {$(
@@ -236,7 +292,14 @@ macro_rules! display_serde {
     )*};
 }
 
-display_serde!(EntityName, JobName, FechaLote, Region, ProjectId);
+display_serde!(
+    EntityName,
+    JobName,
+    FechaLote,
+    Region,
+    ProjectId,
+    DataformTable
+);
 
 #[cfg(test)]
 mod tests {
@@ -323,6 +386,32 @@ mod tests {
             assert!(bad.parse::<EntityName>().is_err(), "{bad:?} accepted");
         }
         assert!("poliza_detalle".parse::<EntityName>().is_ok());
+    }
+
+    #[test]
+    fn dataform_tables_may_be_qualified_by_schema_and_database() {
+        for good in [
+            "clientes",
+            "raw.clientes",
+            "company-data-prod.raw.clientes",
+            "_tmp.t_1",
+        ] {
+            let table: DataformTable = good.parse().unwrap();
+            assert_eq!(table.as_str(), good);
+        }
+        for bad in [
+            "",
+            "raw.",
+            ".clientes",
+            "raw..clientes",
+            "a.b.c.d",
+            "raw.clien-tes",
+            "Bad_Project.raw.t",
+            "example.com:p.raw.t",
+            "raw.cli entes",
+        ] {
+            assert!(bad.parse::<DataformTable>().is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sigma_shared::{BucketName, Generation, GsUri, ObjectRef};
 
-use crate::naming::{EntityName, FechaLote, JobName, ProjectId, Region};
+use crate::labels::{self, LabelError};
+use crate::naming::{DataformTable, EntityName, FechaLote, JobName, ProjectId, Region};
 use crate::registry::{
-    Column, CreateDisposition, Format, MatchError, Pipeline, Registry, SiteDefaults, Validation,
-    WriteDisposition,
+    Column, CreateDisposition, Format, MatchError, Pipeline, Registry, RegistryError, SiteDefaults,
+    Validation, WriteDisposition,
 };
 use crate::template::{Placeholder, Template};
 use crate::wire::{
@@ -64,7 +65,7 @@ pub struct ConfigDocument {
     pub destination: ResolvedDestination,
     pub schema: Vec<Column>,
     pub validations: Vec<Validation>,
-    pub dataform_table: String,
+    pub dataform_table: DataformTable,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -97,15 +98,38 @@ pub struct LaunchPlan {
     pub environment: FlexTemplateRuntimeEnvironment,
     pub config_uri: String,
     pub config: ConfigDocument,
-    pub dataform_table: String,
+    pub dataform_table: DataformTable,
+    /// This upload's own config, which `config_uri` names: written once, never replaced.
     #[serde(skip)]
     pub config_object: ObjectRef,
+    /// The contract's per-day name, kept as "the latest upload of the day" for people and
+    /// older readers; no job is given it.
+    #[serde(skip)]
+    pub latest_config_object: ObjectRef,
     #[serde(skip)]
     pub generation: Option<Generation>,
 }
 
-/// `configs/{entity}_{fecha_lote}.config`, the name the job config contract fixes.
-pub fn config_object(site: &Site, entity: &EntityName, fecha_lote: FechaLote) -> ObjectRef {
+/// `configs/{entity}/{fecha_lote}/{job_name}.config`: one per upload (the job name carries
+/// the generation), so a later upload of the same day can never change the config a job
+/// already launched (or about to start) reads.
+pub fn config_object(
+    site: &Site,
+    entity: &EntityName,
+    fecha_lote: FechaLote,
+    job_name: &JobName,
+) -> ObjectRef {
+    let name = format!("configs/{entity}/{fecha_lote}/{job_name}.config");
+    ObjectRef::new(
+        site.config_bucket.clone(),
+        name.parse()
+            .expect("entity, date and job name make a safe object name"),
+    )
+}
+
+/// `configs/{entity}_{fecha_lote}.config`, the per-day name of the job config contract: a
+/// copy of the latest upload's config of that day.
+pub fn latest_config_object(site: &Site, entity: &EntityName, fecha_lote: FechaLote) -> ObjectRef {
     let name = format!("configs/{entity}_{fecha_lote}.config");
     ObjectRef::new(
         site.config_bucket.clone(),
@@ -114,14 +138,64 @@ pub fn config_object(site: &Site, entity: &EntityName, fecha_lote: FechaLote) ->
     )
 }
 
+/// Why no launch can be planned for an upload.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Match(#[from] MatchError),
+    #[error("the labels of job {job_name} break Dataflow's label rules: {error}")]
+    Labels {
+        job_name: JobName,
+        error: LabelError,
+    },
+}
+
+/// The plan for `object`; its labels are checked after expansion, so a launch Dataflow
+/// would refuse for its labels is refused here, before anything is written or sent.
 pub fn plan(
     registry: &Registry,
     site: &Site,
     object: &ObjectRef,
     generation: Option<Generation>,
-) -> Result<LaunchPlan, MatchError> {
+) -> Result<LaunchPlan, PlanError> {
     let (pipeline, fecha_lote) = registry.select(object)?;
-    Ok(plan_for(pipeline, site, object, fecha_lote, generation))
+    let plan = plan_for(pipeline, site, object, fecha_lote, generation);
+    labels::check(&plan.environment.additional_user_labels).map_err(|error| PlanError::Labels {
+        job_name: plan.job_name.clone(),
+        error,
+    })?;
+    Ok(plan)
+}
+
+/// Refuses a registry whose labels would break Dataflow's rules for some upload on this
+/// site. Only `{entity}`, `{fecha_lote}`, `{yyyymmdd}`, `{job_name}`, `{project}` and
+/// `{region}` may appear in labels; all are fixed per entry and site except the date, whose
+/// length never varies, and the job name's generation suffix, longest for the largest
+/// generation. So expanding with that generation checks every upload the entry can take.
+pub fn check_labels(registry: &Registry, site: &Site) -> Result<(), RegistryError> {
+    let any_day: FechaLote = "2024-01-15".parse().expect("a valid date");
+    let largest = Generation::new(i64::MAX).expect("the largest generation is valid");
+    for pipeline in registry.pipelines() {
+        let job_name = JobName::derive(&pipeline.entity, any_day, Some(largest));
+        let region = pipeline.region.as_ref().unwrap_or(&site.region);
+        let value = |p: Placeholder| match p {
+            Placeholder::Entity => pipeline.entity.to_string(),
+            Placeholder::FechaLote => any_day.to_string(),
+            Placeholder::Yyyymmdd => any_day.compact(),
+            Placeholder::JobName => job_name.to_string(),
+            Placeholder::Project => site.project.to_string(),
+            Placeholder::Region => region.to_string(),
+            _ => String::new(),
+        };
+        for (key, template) in &pipeline.environment.labels {
+            let longest = template.expand(value);
+            labels::check_value(key, &longest).map_err(|e| RegistryError::Invalid {
+                at: format!("pipelines.{}.environment.labels.{key}", pipeline.entity),
+                reason: format!("{template} expands to {longest:?} on this site: {e}"),
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn plan_for(
@@ -137,7 +211,8 @@ fn plan_for(
         .region
         .clone()
         .unwrap_or_else(|| site.region.clone());
-    let config_object = config_object(site, &entity, fecha_lote);
+    let config_object = config_object(site, &entity, fecha_lote, &job_name);
+    let latest_config_object = latest_config_object(site, &entity, fecha_lote);
     let config_uri = GsUri(config_object.clone()).to_string();
     let input_uri = object.to_string();
     let value = |p: Placeholder| match p {
@@ -152,7 +227,7 @@ fn plan_for(
         Placeholder::Project => site.project.to_string(),
         Placeholder::Region => region.to_string(),
         Placeholder::JobName => job_name.to_string(),
-        Placeholder::DataformTable => pipeline.dataform_table.clone(),
+        Placeholder::DataformTable => pipeline.dataform_table.to_string(),
     };
     let expand = |t: &Template| t.expand(value);
     let expand_opt = |t: &Option<Template>| t.as_ref().map(expand);
@@ -230,6 +305,7 @@ fn plan_for(
         config,
         dataform_table: pipeline.dataform_table.clone(),
         config_object,
+        latest_config_object,
         generation,
     }
 }
@@ -307,7 +383,7 @@ pipelines:
         );
         assert_eq!(
             plan.parameters["jobConfig"],
-            "gs://company_config_bucket/configs/poliza_detalle_2024-01-15.config"
+            "gs://company_config_bucket/configs/poliza_detalle/2024-01-15/poliza-detalle-2024-01-15-16.config"
         );
         assert_eq!(
             plan.parameters["label"],
@@ -323,6 +399,56 @@ pipelines:
             Some(Generation::new(42).unwrap())
         );
         assert_eq!(plan.config_uri, plan.parameters["jobConfig"]);
+    }
+
+    #[test]
+    fn labels_are_checked_at_their_longest_expansion_with_the_entry_and_field_named() {
+        let long_entity = "poliza_detalle_historico_con_nombre_muy_largo";
+        let yaml = format!(
+            "{REGISTRY}  {long_entity}:\n    pattern: x/{{yyyymmdd}}/{{entity}}.gz\n    environment: {{labels: {{job: \"{{job_name}}\"}}}}\n    destination: {{table: t}}\n    schema: [{{name: a, type: STRING}}]\n"
+        );
+        let registry = Registry::parse(&yaml).unwrap();
+        let err = check_labels(&registry, &site(&registry)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("pipelines.{long_entity}.environment.labels.job")),
+            "{err}"
+        );
+
+        let with_project = REGISTRY.replace("lote: \"{yyyymmdd}\"", "project: \"{project}\"");
+        let registry = Registry::parse(&with_project).unwrap();
+        let mut scoped = site(&registry);
+        check_labels(&registry, &scoped).unwrap();
+        scoped.project = "example.com:demo-project".parse().unwrap();
+        let err = check_labels(&registry, &scoped).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("pipelines.poliza_detalle.environment.labels.project"),
+            "{err}"
+        );
+
+        let registry = Registry::parse(REGISTRY).unwrap();
+        check_labels(&registry, &site(&registry)).unwrap();
+    }
+
+    #[test]
+    fn a_plan_whose_expanded_labels_break_the_rules_is_refused() {
+        let yaml = REGISTRY.replace("lote: \"{yyyymmdd}\"", "project: \"{project}\"");
+        let registry = Registry::parse(&yaml).unwrap();
+        let mut scoped = site(&registry);
+        scoped.project = "example.com:demo-project".parse().unwrap();
+        let object = ObjectRef::new(
+            "b_1".parse().unwrap(),
+            "data/20240115/poliza_detalle.gz".parse().unwrap(),
+        );
+        let err = plan(
+            &registry,
+            &scoped,
+            &object,
+            Some(Generation::new(7).unwrap()),
+        )
+        .unwrap_err();
+        assert!(matches!(err, PlanError::Labels { .. }), "{err}");
     }
 
     #[test]

@@ -1,8 +1,11 @@
-//! What sigma keeps in `CONFIG_BUCKET/configs/`: the job config and the launch records.
+//! What sigma keeps in `CONFIG_BUCKET/configs/`: job configs and launch records.
 //!
-//! The config name is fixed per entity and day by the contract, so a re-upload of the same
-//! day replaces it; every write is conditional on the generation read just before, and a
-//! config describing a newer upload is never replaced by an older one. Launch records are
+//! A job is given its upload's own config (`configs/{entity}/{fecha_lote}/{job_name}.config`),
+//! created only if absent and never replaced: a job starts minutes after its launch, and a
+//! same-day re-upload in between must not change what it loads. The contract's per-day
+//! name (`configs/{entity}_{fecha_lote}.config`) is kept as a copy of the latest upload's
+//! config for people and older readers; it is replaced on a re-upload, conditionally on the
+//! generation read just before, and never by an older upload's config. Launch records are
 //! keyed by job name (so per upload) and created only if absent: once one exists, every
 //! later delivery of that upload returns its job instead of launching.
 
@@ -13,7 +16,7 @@ use sigma_shared::storage::{self, Precondition, StorageError, WriteOptions};
 use sigma_shared::{Generation, ObjectRef};
 
 use crate::error::Error;
-use crate::naming::{EntityName, FechaLote, JobName, ProjectId, Region};
+use crate::naming::{DataformTable, EntityName, FechaLote, JobName, ProjectId, Region};
 use crate::plan::{LaunchPlan, Site};
 
 /// Configs and records are small; anything bigger is not ours.
@@ -31,7 +34,7 @@ pub struct LaunchRecord {
     pub fecha_lote: FechaLote,
     pub generation: Generation,
     pub config_uri: String,
-    pub dataform_table: String,
+    pub dataform_table: DataformTable,
     pub recorded_at: String,
 }
 
@@ -114,9 +117,38 @@ struct PeekSource {
     generation: Option<Generation>,
 }
 
-/// Writes the plan's config unless the same document is already there.
-pub async fn write_config(storage: &Storage, plan: &LaunchPlan) -> Result<(), Error> {
+/// Creates this upload's config unless it exists. An existing one is kept as it is: it may
+/// already be what a launched job reads, so a registry changed in between does not rewrite
+/// it (the difference is logged).
+pub async fn write_upload_config(storage: &Storage, plan: &LaunchPlan) -> Result<(), Error> {
     let object = &plan.config_object;
+    let wanted = plan.config_bytes();
+    match storage::write(
+        storage,
+        object,
+        Bytes::from(wanted.clone()),
+        Precondition::DoesNotExist,
+        json_options(),
+    )
+    .await
+    {
+        Ok(_) => Ok(()),
+        Err(StorageError::PreconditionFailed(_)) => {
+            if let Some((bytes, _)) = read(storage, object).await?
+                && bytes[..] != wanted[..]
+            {
+                tracing::warn!(config = %object, "keeping this upload's existing config, which differs from the current registry's");
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the plan's config under the per-day name unless the same document is already
+/// there; refuses to replace the config of a newer upload.
+pub async fn write_latest_config(storage: &Storage, plan: &LaunchPlan) -> Result<(), Error> {
+    let object = &plan.latest_config_object;
     let wanted = plan.config_bytes();
     for _ in 0..WRITE_ATTEMPTS {
         let precondition = match read(storage, object).await? {

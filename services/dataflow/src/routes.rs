@@ -1,15 +1,15 @@
 //! The HTTP surface: `POST /launch` and `GET /jobs/{job_id}`.
 
-use axum::extract::{Path, Query, State as Shared};
+use axum::extract::State as Shared;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use sigma_shared::extract::JsonBody;
+use sigma_shared::extract::{JsonBody, Path, Query};
 
 use crate::error::Error;
 use crate::launch::{LaunchRequest, Launcher};
-use crate::naming::{NamingError, ProjectId, Region};
+use crate::naming::{ProjectId, Region};
 use crate::state::{self, State};
 
 pub fn app(launcher: Launcher) -> Router {
@@ -33,9 +33,12 @@ async fn launch(
     Ok(Json(launched).into_response())
 }
 
+/// A misspelt parameter (`?regoin=`) is refused rather than silently replaced by the
+/// default region, which would report on another region's job or a 404.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct StatusQuery {
-    region: Option<String>,
+    region: Option<Region>,
 }
 
 #[derive(Debug, Serialize)]
@@ -75,12 +78,7 @@ async fn status(
     Query(query): Query<StatusQuery>,
 ) -> Result<Json<Status>, Error> {
     check_job_id(&job_id)?;
-    let region: Region = match query.region {
-        Some(region) => region
-            .parse()
-            .map_err(|e: NamingError| Error::InvalidRequest(e.to_string()))?,
-        None => launcher.site.region.clone(),
-    };
+    let region = query.region.unwrap_or_else(|| launcher.site.region.clone());
     let project = &launcher.site.project;
     let job = launcher.dataflow.job(project, &region, &job_id).await?;
     let (state, terminal) = state::map(job.current_state.as_deref());

@@ -18,7 +18,8 @@ pub enum Placeholder {
     Name,
     /// The object's generation (empty only in an offline `sigma plan` without one).
     Generation,
-    /// `gs://CONFIG_BUCKET/configs/{entity}_{fecha_lote}.config`.
+    /// `gs://CONFIG_BUCKET/configs/{entity}/{fecha_lote}/{job_name}.config`: this upload's
+    /// own config.
     ConfigUri,
     Entity,
     /// `YYYY-MM-DD`.

@@ -109,7 +109,8 @@ pub struct JobMessage {
     pub message_importance: Option<String>,
 }
 
-/// Google's error body: `{"error": {"code", "message", "status"}}`.
+/// Google's error body: `{"error": {"code", "message", "status"}}`; `status` is the RPC
+/// code (`RESOURCE_EXHAUSTED`, `ABORTED`...).
 #[derive(Debug, Clone, Deserialize)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
@@ -119,4 +120,6 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     #[serde(default)]
     pub message: String,
+    #[serde(default)]
+    pub status: Option<String>,
 }

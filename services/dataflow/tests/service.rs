@@ -37,8 +37,18 @@ impl Stack {
     }
 
     async fn with_registry(yaml: &str) -> Self {
-        let gcs = FakeGcs::start(&[OUTPUT, CONFIGS]).await.unwrap();
         let dataflow_fake = FakeDataflow::start().await.unwrap();
+        let endpoint = dataflow_fake.endpoint();
+        Self::with_dataflow_endpoint(yaml, dataflow_fake, &endpoint).await
+    }
+
+    /// The service talks to Dataflow at `endpoint` (a fault proxy in front of the fake).
+    async fn with_dataflow_endpoint(
+        yaml: &str,
+        dataflow_fake: FakeDataflow,
+        endpoint: &str,
+    ) -> Self {
+        let gcs = FakeGcs::start(&[OUTPUT, CONFIGS]).await.unwrap();
         let metadata = FakeMetadata::start_with("token-from-metadata", PROJECT)
             .await
             .unwrap();
@@ -63,11 +73,7 @@ impl Stack {
             registry: Arc::new(registry),
             site,
             storage,
-            dataflow: Dataflow::new(
-                &dataflow_fake.endpoint(),
-                credentials,
-                std::time::Duration::from_secs(10),
-            ),
+            dataflow: Dataflow::new(endpoint, credentials, std::time::Duration::from_secs(10)),
             events,
         };
         let addr = sigma_shared::server::spawn(app(launcher)).await.unwrap();
@@ -147,7 +153,8 @@ async fn launch_writes_the_config_then_launches_the_template_with_every_registry
     assert_eq!(status, 200, "{body}");
 
     let job_name = format!("poliza-detalle-2024-01-15-{}", base36(generation as u64));
-    let config_uri = "gs://company_config_bucket/configs/poliza_detalle_2024-01-15.config";
+    let config_object = format!("configs/poliza_detalle/2024-01-15/{job_name}.config");
+    let config_uri = format!("gs://{CONFIGS}/{config_object}");
     let jobs = stack.dataflow.handle.jobs();
     assert_eq!(jobs.len(), 1);
     assert_eq!(body["job_id"], jobs[0].id);
@@ -201,15 +208,23 @@ async fn launch_writes_the_config_then_launches_the_template_with_every_registry
         }})
     );
 
-    let config: Value = serde_json::from_slice(
-        &stack
+    let config_bytes = stack
+        .gcs
+        .get(CONFIGS, &config_object)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stack
             .gcs
             .get(CONFIGS, "configs/poliza_detalle_2024-01-15.config")
             .await
             .unwrap()
             .unwrap(),
-    )
-    .unwrap();
+        config_bytes,
+        "the per-day name holds a copy of the latest upload's config"
+    );
+    let config: Value = serde_json::from_slice(&config_bytes).unwrap();
     assert_eq!(
         config,
         json!({
@@ -246,6 +261,7 @@ async fn launch_writes_the_config_then_launches_the_template_with_every_registry
         stack.config_objects().await,
         vec![
             format!("configs/{job_name}.launch.json"),
+            config_object,
             "configs/poliza_detalle_2024-01-15.config".to_owned()
         ]
     );
@@ -275,7 +291,10 @@ async fn defaults_fill_an_entry_that_names_only_its_own_fields() {
     );
     assert_eq!(
         launch["parameters"]["config"],
-        "gs://company_config_bucket/configs/lkp_fechas_2024-01-16.config"
+        format!(
+            "gs://company_config_bucket/configs/lkp_fechas/2024-01-16/lkp-fechas-2024-01-16-{}.config",
+            base36(generation as u64)
+        )
     );
     assert_eq!(launch["environment"]["maxWorkers"], 4);
     assert_eq!(
@@ -316,6 +335,45 @@ async fn malformed_requests_are_400() {
         assert_eq!(status, 400, "{answer}");
         assert_eq!(answer["error"]["code"], "invalid_request");
     }
+}
+
+#[tokio::test]
+async fn unknown_fields_and_bad_query_strings_are_refused_as_json_invalid_request() {
+    let stack = Stack::start().await;
+    let name = "data/20240115/lkp_fechas.gz";
+    let generation = stack.upload(name).await;
+    let mut misspelt = request(name, generation);
+    misspelt["dryRun"] = json!(true);
+    let (status, answer) = stack.launch(misspelt).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], "invalid_request");
+    assert_eq!(answer["error"]["retryable"], false);
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("dryRun"),
+        "{answer}"
+    );
+    assert!(stack.dataflow.handle.launches().is_empty());
+    assert!(stack.config_objects().await.is_empty());
+
+    let job = stack
+        .dataflow
+        .handle
+        .insert_job(PROJECT, REGION, "some-job", "JOB_STATE_RUNNING");
+    for query in [
+        "?regoin=us-central1",
+        "?region=Bad_Region",
+        "?region=a&region=b",
+    ] {
+        let (status, answer) = stack.status(&job, query).await;
+        assert_eq!(status, 400, "{query}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_request", "{query}");
+        assert_eq!(answer["error"]["retryable"], false, "{query}");
+    }
+    let (status, answer) = stack.status(&job, &format!("?region={REGION}")).await;
+    assert_eq!(status, 200, "{answer}");
 }
 
 #[tokio::test]
@@ -458,6 +516,39 @@ async fn a_new_upload_of_the_same_day_gets_its_own_job_and_an_older_one_is_refus
 }
 
 #[tokio::test]
+async fn each_same_day_upload_launches_with_a_config_describing_its_own_generation() {
+    let stack = Stack::start().await;
+    let name = "data/20240115/lkp_fechas.gz";
+    let first = stack.upload(name).await;
+    let (status, one) = stack.launch(request(name, first)).await;
+    assert_eq!(status, 200, "{one}");
+    let second = stack.upload(name).await;
+    let (status, two) = stack.launch(request(name, second)).await;
+    assert_eq!(status, 200, "{two}");
+
+    let launches = stack.dataflow.handle.launches();
+    assert_eq!(launches.len(), 2);
+    for (launch, generation, answer) in [(&launches[0], first, &one), (&launches[1], second, &two)]
+    {
+        let uri = launch["launchParameter"]["parameters"]["config"]
+            .as_str()
+            .unwrap();
+        assert_eq!(answer["config_uri"], uri);
+        let object = uri.strip_prefix(&format!("gs://{CONFIGS}/")).unwrap();
+        let config: Value =
+            serde_json::from_slice(&stack.gcs.get(CONFIGS, object).await.unwrap().unwrap())
+                .unwrap();
+        assert_eq!(
+            config["source"]["generation"],
+            generation.to_string(),
+            "{uri}"
+        );
+        assert_eq!(config["job_name"], answer["job_name"], "{uri}");
+    }
+    assert_ne!(one["config_uri"], two["config_uri"]);
+}
+
+#[tokio::test]
 async fn dry_run_returns_the_launch_request_and_config_and_writes_and_launches_nothing() {
     let stack = Stack::start().await;
     let name = "data/20240115/poliza_detalle.gz";
@@ -478,7 +569,10 @@ async fn dry_run_returns_the_launch_request_and_config_and_writes_and_launches_n
     );
     assert_eq!(
         answer["plan"]["config_uri"],
-        "gs://company_config_bucket/configs/poliza_detalle_2024-01-15.config"
+        format!(
+            "gs://company_config_bucket/configs/poliza_detalle/2024-01-15/{}.config",
+            answer["plan"]["job_name"].as_str().unwrap()
+        )
     );
     assert!(stack.config_objects().await.is_empty());
     assert!(stack.dataflow.handle.jobs().is_empty());
@@ -627,6 +721,49 @@ async fn dataflow_errors_keep_googles_message_and_say_whether_to_retry() {
 }
 
 #[tokio::test]
+async fn dataflow_errors_are_classified_by_their_rpc_code_and_a_412_is_a_non_retryable_502() {
+    use sigma_fakes::faults::{Fault, FaultProxy};
+
+    let dataflow_fake = FakeDataflow::start().await.unwrap();
+    let proxy = FaultProxy::start(&dataflow_fake.endpoint()).await.unwrap();
+    let stack = Stack::with_dataflow_endpoint(EXAMPLE, dataflow_fake, &proxy.endpoint).await;
+    let name = "data/20240115/lkp_fechas.gz";
+    let generation = stack.upload(name).await;
+    for (http, rpc, status, code, retryable) in [
+        (409, "ABORTED", 503, "dataflow_unavailable", true),
+        (403, "RESOURCE_EXHAUSTED", 503, "dataflow_unavailable", true),
+        (429, "RESOURCE_EXHAUSTED", 503, "dataflow_unavailable", true),
+        (400, "FAILED_PRECONDITION", 400, "dataflow_rejected", false),
+        (412, "FAILED_PRECONDITION", 502, "dataflow_error", false),
+    ] {
+        proxy.inject(
+            Fault::status(http)
+                .rpc_status(rpc)
+                .method("POST")
+                .path_contains("flexTemplates:launch"),
+        );
+        let (answer, body) = stack.launch(request(name, generation)).await;
+        assert_eq!(answer, status, "{http} {rpc}: {body}");
+        assert_eq!(body["error"]["code"], code, "{http} {rpc}");
+        assert_eq!(body["error"]["retryable"], retryable, "{http} {rpc}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(rpc),
+            "{http} {rpc}: {body}"
+        );
+    }
+    assert!(
+        !proxy.requests().iter().any(|r| r.method == "GET"
+            && r.path_and_query.contains("/jobs?")
+            && r.path_and_query.contains("ACTIVE")),
+        "an ABORTED 409 is not a running duplicate to adopt"
+    );
+    assert!(stack.dataflow.handle.jobs().is_empty());
+    let (status, body) = stack.launch(request(name, generation)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(stack.dataflow.handle.jobs().len(), 1);
+}
+
+#[tokio::test]
 async fn the_fake_dataflow_rejects_what_dataflow_rejects() {
     let fake = FakeDataflow::start().await.unwrap();
     let http = reqwest::Client::new();
@@ -670,6 +807,73 @@ async fn the_fake_dataflow_rejects_what_dataflow_rejects() {
     let (status, conflict) = send(good, Some("t")).await;
     assert_eq!(status, 409);
     assert_eq!(conflict["error"]["status"], "ALREADY_EXISTS");
+}
+
+#[tokio::test]
+async fn labels_that_expand_beyond_dataflows_rules_are_422_invalid_labels_before_dataflow_is_called()
+ {
+    let long_entity = "poliza_detalle_historico_con_nombre_muy_largo";
+    let yaml = format!(
+        "{EXAMPLE}\n  {long_entity}:\n    pattern: data/{{yyyymmdd}}/{{entity}}.gz\n    environment: {{labels: {{job: \"{{job_name}}\"}}}}\n    destination: {{table: t}}\n    schema: [{{name: a, type: STRING}}]\n"
+    );
+    let stack = Stack::with_registry(&yaml).await;
+    let name = format!("data/20240115/{long_entity}.gz");
+    let generation = stack.upload(&name).await;
+    let (status, body) = stack.launch(request(&name, generation)).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_labels");
+    assert_eq!(body["error"]["retryable"], false);
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("job"),
+        "{body}"
+    );
+    assert!(stack.dataflow.handle.launches().is_empty());
+    assert!(stack.config_objects().await.is_empty());
+}
+
+#[tokio::test]
+async fn the_fake_dataflow_enforces_googles_label_rules() {
+    let fake = FakeDataflow::start().await.unwrap();
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/v1b3/projects/p-123456/locations/europe-west1/flexTemplates:launch",
+        fake.endpoint()
+    );
+    let with_labels = |labels: Value| json!({"launchParameter": {"jobName": "ok-1", "containerSpecGcsPath": "gs://t/x.json", "environment": {"additionalUserLabels": labels}}, "validateOnly": true});
+    let many: serde_json::Map<String, Value> =
+        (0..65).map(|i| (format!("k{i}"), json!("v"))).collect();
+    for labels in [
+        json!({"job": "a".repeat(64)}),
+        json!({"k".repeat(64): "v"}),
+        json!({"project": "example.com:p"}),
+        json!({"app": "Sigma"}),
+        json!({"1app": "x"}),
+        Value::Object(many),
+    ] {
+        let response = http
+            .post(&url)
+            .bearer_auth("t")
+            .json(&with_labels(labels.clone()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{labels}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["status"], "INVALID_ARGUMENT", "{labels}");
+    }
+    for labels in [
+        json!({"job": "a".repeat(63), "empty": "", "año": "ñandú"}),
+        json!({"app": "sigma", "fecha_lote": "2024-01-15"}),
+    ] {
+        let response = http
+            .post(&url)
+            .bearer_auth("t")
+            .json(&with_labels(labels.clone()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{labels}");
+    }
 }
 
 #[tokio::test]
@@ -723,14 +927,18 @@ async fn a_config_describing_a_newer_upload_is_never_replaced_and_an_identical_o
         |g: i64| plan::plan(&registry, &site, &object, Some(Generation::new(g).unwrap())).unwrap();
     let config = "configs/lkp_fechas_2024-01-15.config";
 
-    records::write_config(&storage, &plan_for(5)).await.unwrap();
+    records::write_latest_config(&storage, &plan_for(5))
+        .await
+        .unwrap();
     let written = gcs
         .metadata(CONFIGS, config)
         .await
         .unwrap()
         .unwrap()
         .generation;
-    records::write_config(&storage, &plan_for(5)).await.unwrap();
+    records::write_latest_config(&storage, &plan_for(5))
+        .await
+        .unwrap();
     assert_eq!(
         gcs.metadata(CONFIGS, config)
             .await
@@ -741,7 +949,7 @@ async fn a_config_describing_a_newer_upload_is_never_replaced_and_an_identical_o
         "not rewritten"
     );
 
-    let older = records::write_config(&storage, &plan_for(3))
+    let older = records::write_latest_config(&storage, &plan_for(3))
         .await
         .unwrap_err();
     assert!(matches!(older, Error::NewerConfig { .. }), "{older}");
@@ -749,7 +957,9 @@ async fn a_config_describing_a_newer_upload_is_never_replaced_and_an_identical_o
         serde_json::from_slice(&gcs.get(CONFIGS, config).await.unwrap().unwrap()).unwrap();
     assert_eq!(stored["source"]["generation"], "5");
 
-    records::write_config(&storage, &plan_for(9)).await.unwrap();
+    records::write_latest_config(&storage, &plan_for(9))
+        .await
+        .unwrap();
     let stored: Value =
         serde_json::from_slice(&gcs.get(CONFIGS, config).await.unwrap().unwrap()).unwrap();
     assert_eq!(stored["source"]["generation"], "9");

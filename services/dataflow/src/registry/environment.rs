@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::{RegistryError, invalid};
+use crate::labels;
 use crate::template::{Placeholder, Template};
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -103,18 +104,15 @@ impl Environment {
                 "worker_region and worker_zone are mutually exclusive",
             ));
         }
+        if self.labels.len() > labels::MAX_LABELS {
+            return Err(invalid(
+                format!("{at}.environment.labels"),
+                labels::LabelError::TooMany(self.labels.len()).to_string(),
+            ));
+        }
         for (key, value) in &self.labels {
-            let key_ok = key.starts_with(|c: char| c.is_ascii_lowercase())
-                && key.len() <= 63
-                && key
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-            if !key_ok {
-                return Err(invalid(
-                    format!("{at}.environment.labels.{key}"),
-                    "label keys are 1-63 lower-case letters, digits, '_' or '-', starting with a letter",
-                ));
-            }
+            labels::check_key(key)
+                .map_err(|e| invalid(format!("{at}.environment.labels.{key}"), e.to_string()))?;
             let label_safe = [
                 Placeholder::Entity,
                 Placeholder::FechaLote,
@@ -130,16 +128,8 @@ impl Environment {
                 ));
             }
             let literal = value.expand(|_| String::new());
-            if literal.len() > 63
-                || !literal
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-            {
-                return Err(invalid(
-                    format!("{at}.environment.labels.{key}"),
-                    "label values are lower-case letters, digits, '_' or '-'",
-                ));
-            }
+            labels::check_value(key, &literal)
+                .map_err(|e| invalid(format!("{at}.environment.labels.{key}"), e.to_string()))?;
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sigma_shared::{BucketName, GsUri};
 
-use crate::naming::{EntityName, ProjectId, Region};
+use crate::naming::{DataformTable, EntityName, ProjectId, Region};
 use crate::template::Template;
 use checks::{check_identifier, check_parameter_name};
 use schema::{RawDefaults, RawEntry, RawRegistry};
@@ -58,7 +58,7 @@ pub struct Pipeline {
     pub destination: Destination,
     pub schema: Vec<Column>,
     pub validations: Vec<Validation>,
-    pub dataform_table: String,
+    pub dataform_table: DataformTable,
 }
 
 /// The values `defaults` may give for settings that env vars can override.
@@ -190,10 +190,12 @@ impl Registry {
         for (i, validation) in entry.validations.iter().enumerate() {
             validation.check(&format!("{at}.validations[{i}]"), &entry.schema)?;
         }
-        let dataform_table = entry
-            .dataform_table
-            .unwrap_or_else(|| entity.as_str().to_owned());
-        check_identifier(&format!("{at}.dataform_table"), &dataform_table)?;
+        let dataform_table = match entry.dataform_table {
+            Some(table) => table
+                .parse()
+                .map_err(|e| invalid(format!("{at}.dataform_table"), format!("{e}")))?,
+            None => DataformTable::from(&entity),
+        };
         Ok(Pipeline {
             entity,
             pattern,
@@ -248,7 +250,7 @@ pipelines:
             .unwrap();
         assert_eq!(pipeline.entity.as_str(), "lkp_fechas");
         assert_eq!(fecha.to_string(), "2024-01-15");
-        assert_eq!(pipeline.dataform_table, "lkp_fechas");
+        assert_eq!(pipeline.dataform_table.as_str(), "lkp_fechas");
         assert_eq!(pipeline.config_parameter, "config");
         assert_eq!(pipeline.format.compression, Compression::Gzip);
         assert_eq!(
@@ -357,6 +359,15 @@ pipelines:
     }
 
     #[test]
+    fn dataform_tables_qualified_by_schema_or_database_are_kept_as_written() {
+        for table in ["raw.lkp_fechas", "company-data-prod.raw.lkp_fechas"] {
+            let yaml = format!("{MINIMAL}    dataform_table: {table}\n");
+            let registry = Registry::parse(&yaml).unwrap();
+            assert_eq!(registry.pipelines()[0].dataform_table.as_str(), table);
+        }
+    }
+
+    #[test]
     fn mistakes_are_refused_at_load_with_the_place_named() {
         let cases = [
             (
@@ -418,7 +429,7 @@ pipelines:
             ),
             (
                 format!("{MINIMAL}    environment: {{labels: {{Team: x}}}}\n"),
-                "label keys",
+                "label key \"Team\"",
             ),
             (
                 format!("{MINIMAL}    environment: {{labels: {{src: \"{{input_uri}}\"}}}}\n"),
@@ -436,8 +447,12 @@ pipelines:
             ),
             (format!("{MINIMAL}    region: Europe\n"), "region name"),
             (
-                format!("{MINIMAL}    dataform_table: \"raw.table\"\n"),
-                "dataform_table",
+                format!("{MINIMAL}    dataform_table: \"a.raw.t.x\"\n"),
+                "pipelines.lkp_fechas.dataform_table",
+            ),
+            (
+                format!("{MINIMAL}    dataform_table: \"raw.t-x\"\n"),
+                "pipelines.lkp_fechas.dataform_table",
             ),
             (
                 MINIMAL.replace(
