@@ -8,17 +8,24 @@
 //! matched by method and path, and records what it saw so tests can assert on the traffic.
 //!
 //! Resumable uploads answer with a session URL in `Location`; the proxy rewrites it to point
-//! back at itself, so every chunk of an upload goes through it too.
+//! back at itself, so every chunk of an upload goes through it too. It also answers an
+//! upload's status query (`PUT` with `Content-Range: bytes */*`, which the client sends to
+//! resume after a failed chunk) the way Cloud Storage does, from what upstream confirmed:
+//! fake-gcs-server instead finalizes the partial object, which would make a correct client
+//! look broken.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
+use hyper::header::{CONTENT_RANGE, CONTENT_TYPE, HeaderValue, RANGE};
 use hyper::{Request, Response};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -158,12 +165,26 @@ struct Armed {
     fired: usize,
 }
 
+/// What Cloud Storage would say about a resumable upload session.
+#[derive(Clone)]
+enum Session {
+    /// Bytes upstream confirmed so far (its last `308` answer's `Range`).
+    Persisted(u64),
+    /// Upstream committed the object: the answer, to repeat to status queries.
+    Finalized {
+        status: u16,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+    },
+}
+
 struct Inner {
     upstream: String,
     endpoint: String,
     client: reqwest::Client,
     faults: Mutex<Vec<Armed>>,
     seen: Mutex<Vec<Seen>>,
+    sessions: Mutex<HashMap<String, Session>>,
 }
 
 pub struct FaultProxy {
@@ -193,6 +214,7 @@ impl FaultProxy {
                 .build()?,
             faults: Mutex::new(Vec::new()),
             seen: Mutex::new(Vec::new()),
+            sessions: Mutex::new(HashMap::new()),
         });
         let server = tokio::spawn(serve(listener, inner.clone()));
         Ok(Self {
@@ -324,6 +346,22 @@ impl Inner {
             Some(Action::Delay(delay)) => tokio::time::sleep(*delay).await,
             _ => {}
         }
+        let session = (method == "PUT")
+            .then(|| upload_id(&path_and_query))
+            .flatten();
+        if let Some(id) = &session
+            && body.is_empty()
+            && is_status_query(&parts.headers)
+            && let Some(answer) = self.session_status(id)
+        {
+            self.record(
+                &method,
+                &path_and_query,
+                Some(answer.status().as_u16()),
+                fault.as_ref(),
+            );
+            return Ok(answer);
+        }
 
         let mut forward = self
             .client
@@ -377,11 +415,121 @@ impl Inner {
             limit.is_none().then_some(status),
             fault.as_ref(),
         );
-        let body = stream_body(upstream, limit);
+        let body = match &session {
+            Some(id) => {
+                let content_type = upstream.headers().get(CONTENT_TYPE).cloned();
+                let persisted = persisted_bytes(upstream.headers());
+                let Ok(bytes) = upstream.bytes().await else {
+                    return Err(Cut);
+                };
+                self.remember(id, status, persisted, content_type, bytes.clone());
+                bytes_body(bytes, limit)
+            }
+            None => stream_body(upstream, limit),
+        };
         Ok(response
             .body(body)
             .expect("headers copied from a valid response"))
     }
+}
+
+impl Inner {
+    fn remember(
+        &self,
+        id: &str,
+        status: u16,
+        persisted: u64,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+    ) {
+        let session = match status {
+            308 => Session::Persisted(persisted),
+            200 | 201 => Session::Finalized {
+                status,
+                content_type,
+                body,
+            },
+            _ => return,
+        };
+        self.sessions
+            .lock()
+            .expect("session table poisoned")
+            .insert(id.to_owned(), session);
+    }
+
+    /// Cloud Storage's answer to a status query: `308` with the confirmed range, or the
+    /// committed object again. `None` for a session the proxy has not seen answered.
+    fn session_status(&self, id: &str) -> Option<Response<ProxyBody>> {
+        let session = self
+            .sessions
+            .lock()
+            .expect("session table poisoned")
+            .get(id)
+            .cloned()?;
+        let response = match session {
+            Session::Persisted(persisted) => {
+                let mut response = Response::builder().status(308);
+                if persisted > 0 {
+                    response = response.header(RANGE, format!("bytes=0-{}", persisted - 1));
+                }
+                response.body(bytes_body(Bytes::new(), None))
+            }
+            Session::Finalized {
+                status,
+                content_type,
+                body,
+            } => {
+                let mut response = Response::builder().status(status);
+                if let Some(content_type) = content_type {
+                    response = response.header(CONTENT_TYPE, content_type);
+                }
+                response.body(bytes_body(body, None))
+            }
+        };
+        Some(response.expect("a session answer is valid"))
+    }
+}
+
+/// The session id of a resumable upload request.
+fn upload_id(path_and_query: &str) -> Option<String> {
+    let (_, query) = path_and_query.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("upload_id="))
+        .map(str::to_owned)
+}
+
+/// A status query names no bytes: `Content-Range: bytes */TOTAL` or `bytes */*`.
+fn is_status_query(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|range| range.trim().starts_with("bytes */"))
+}
+
+/// What a `308` says was persisted: `Range: bytes=0-N` means N + 1 bytes, none means 0.
+fn persisted_bytes(headers: &reqwest::header::HeaderMap) -> u64 {
+    headers
+        .get(RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|range| range.trim().strip_prefix("bytes=0-"))
+        .and_then(|end| end.parse::<u64>().ok())
+        .map_or(0, |end| end + 1)
+}
+
+/// A body already in memory, cut after `limit` bytes like [`stream_body`].
+fn bytes_body(mut bytes: Bytes, limit: Option<usize>) -> ProxyBody {
+    let Some(limit) = limit else {
+        return BoxBody::new(Full::new(bytes).map_err(|never: Infallible| match never {}));
+    };
+    bytes.truncate(limit);
+    let data = futures::stream::once(async move { Ok::<_, BoxError>(Frame::data(bytes)) });
+    let cut = futures::stream::once(async {
+        // As in `stream_body`: let what was allowed reach the wire before the cut.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Err(Box::new(Cut) as BoxError)
+    });
+    BoxBody::new(StreamBody::new(data.chain(cut)))
 }
 
 /// Reads the request body until `limit` bytes arrived (or it ended), then gives up on it.
@@ -465,10 +613,7 @@ fn google_error(status: u16, rpc_status: Option<&str>) -> Response<ProxyBody> {
     }
     Response::builder()
         .status(status)
-        .header(
-            hyper::header::CONTENT_TYPE,
-            "application/json; charset=UTF-8",
-        )
+        .header(CONTENT_TYPE, "application/json; charset=UTF-8")
         .body(BoxBody::new(
             Full::new(Bytes::from(body.to_string())).map_err(|never: Infallible| match never {}),
         ))

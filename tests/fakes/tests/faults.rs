@@ -37,7 +37,20 @@ async fn upstream() -> Upstream {
                 }
             }),
         )
-        .route("/upload", put(|| async { "chunk" }));
+        .route(
+            "/upload",
+            // Like fake-gcs-server: a chunk is confirmed with 308, but a status query (no
+            // bytes) finalizes the object with 200, which Cloud Storage never does.
+            put(|body: axum::body::Bytes| async move {
+                if body.is_empty() {
+                    (axum::http::StatusCode::OK, HeaderMap::new())
+                } else {
+                    let mut headers = HeaderMap::new();
+                    headers.insert("range", "bytes=0-99".parse().unwrap());
+                    (axum::http::StatusCode::PERMANENT_REDIRECT, headers)
+                }
+            }),
+        );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     Upstream {
         endpoint,
@@ -197,4 +210,36 @@ async fn cleared_faults_no_longer_fire() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn an_upload_status_query_is_answered_as_cloud_storage_does_without_finalizing() {
+    let upstream = upstream().await;
+    let proxy = FaultProxy::start(&upstream.endpoint).await.unwrap();
+    let session = format!("{}/upload?upload_id=abc", proxy.endpoint);
+    let chunk = client()
+        .put(&session)
+        .header("content-range", "bytes 0-99/*")
+        .body(vec![1u8; 100])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chunk.status(), 308);
+    let status = client()
+        .put(&session)
+        .header("content-range", "bytes */*")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        status.status(),
+        308,
+        "the proxy must not let upstream finalize"
+    );
+    assert_eq!(status.headers()["range"], "bytes=0-99");
+    assert_eq!(
+        proxy.requests().len(),
+        2,
+        "both requests are recorded, the query was answered by the proxy"
+    );
 }
