@@ -51,9 +51,34 @@ struct Status {
     dataflow_state: Option<String>,
     terminal: bool,
     errors: Vec<String>,
+    errors_total: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     replaced_by_job_id: Option<String>,
     console_url: String,
+}
+
+/// A failed job can log hundreds of long error messages; the workflow stores this answer
+/// in its variables (512 KB for a whole execution), so the answer carries the first few,
+/// each cut to a bounded length, and the count. The console URL leads to the rest.
+const MAX_ERRORS: usize = 5;
+const MAX_ERROR_BYTES: usize = 2048;
+
+fn first_errors(errors: Vec<String>) -> Vec<String> {
+    errors
+        .into_iter()
+        .take(MAX_ERRORS)
+        .map(|mut message| {
+            if message.len() > MAX_ERROR_BYTES {
+                let mut end = MAX_ERROR_BYTES - '…'.len_utf8();
+                while !message.is_char_boundary(end) {
+                    end -= 1;
+                }
+                message.truncate(end);
+                message.push('…');
+            }
+            message
+        })
+        .collect()
 }
 
 /// Dataflow job ids are like `2024-01-15_04_05_06-1234567890`; anything else could escape
@@ -82,7 +107,7 @@ async fn status(
     let project = &launcher.site.project;
     let job = launcher.dataflow.job(project, &region, &job_id).await?;
     let (state, terminal) = state::map(job.current_state.as_deref());
-    let errors = if state == State::Failed {
+    let all_errors = if state == State::Failed {
         launcher
             .dataflow
             .error_messages(project, &region, &job_id)
@@ -90,6 +115,7 @@ async fn status(
     } else {
         Vec::new()
     };
+    let errors_total = all_errors.len();
     Ok(Json(Status {
         console_url: crate::launch::console_url(project, &region, &job.id),
         job_id: job.id,
@@ -99,7 +125,28 @@ async fn status(
         state,
         dataflow_state: job.current_state,
         terminal,
-        errors,
+        errors: first_errors(all_errors),
+        errors_total,
         replaced_by_job_id: job.replaced_by_job_id,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_jobs_errors_are_bounded_in_number_and_length() {
+        let errors: Vec<String> = (0..100)
+            .map(|i| format!("{i}:{}", "ñ".repeat(3000)))
+            .collect();
+        let kept = first_errors(errors);
+        assert_eq!(kept.len(), MAX_ERRORS);
+        assert!(kept[0].starts_with("0:"));
+        for message in &kept {
+            assert!(message.len() <= MAX_ERROR_BYTES, "{}", message.len());
+            assert!(message.ends_with('…'));
+        }
+        assert_eq!(first_errors(vec!["short".into()]), ["short"]);
+    }
 }
