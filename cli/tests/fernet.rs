@@ -375,6 +375,9 @@ fn out_reaches_the_disk_before_its_name_and_the_rename_is_made_durable() {
     assert_eq!(std::fs::read(&out).unwrap(), vec![7u8; 1 << 20]);
 }
 
+/// Runs `sigma ARGS` with stdin, the keys coming from one source or another.
+type Runner<'a> = dyn Fn(&[&str], &[u8]) -> Output + 'a;
+
 #[test]
 fn a_key_list_means_the_same_from_every_source_and_in_every_separator_style() {
     let dir = tempfile::tempdir().unwrap();
@@ -394,7 +397,7 @@ fn a_key_list_means_the_same_from_every_source_and_in_every_separator_style() {
         format!("{newest},{older},\n"),
     ];
     for list in &styles {
-        let sources: [(&str, &dyn Fn(&[&str], &[u8]) -> Output); 2] = [
+        let sources: [(&str, &Runner); 2] = [
             ("--key", &|args, stdin| {
                 let mut with_key = vec![args[0], "--key", list.as_str()];
                 with_key.extend(&args[1..]);

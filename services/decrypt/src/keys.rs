@@ -16,7 +16,7 @@ use google_cloud_secretmanager_v1::client::SecretManagerService;
 use sigma_shared::config::ConfigError;
 
 use crate::config::FERNET_KEYS_SECRET;
-use crate::fernet::{Key, KeyRing};
+use crate::fernet::KeyRing;
 
 #[derive(Debug, Clone)]
 pub enum KeySource {
@@ -191,24 +191,19 @@ async fn access(version: &SecretVersion, endpoint: Option<String>) -> Result<Vec
     Ok(payload.data.to_vec())
 }
 
-/// Keys separated by commas or line breaks (a secret file often ends in a newline), newest
-/// first as for `FERNET_KEYS`.
+/// The secret's keys, newest first, separated as everywhere else (`KeyRing::parse`: commas
+/// or whitespace, one per line included), so a list means the same in the secret,
+/// `FERNET_KEYS` and the CLI.
 fn parse_keys(payload: &[u8]) -> Result<KeyRing, String> {
     let text =
         std::str::from_utf8(payload).map_err(|_| "the payload is not UTF-8 text".to_owned())?;
-    let keys = text
-        .split([',', '\n', '\r'])
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .enumerate()
-        .map(|(i, k)| k.parse::<Key>().map_err(|e| format!("key {}: {e}", i + 1)))
-        .collect::<Result<Vec<_>, _>>()?;
-    KeyRing::new(keys).map_err(|e| e.to_string())
+    KeyRing::parse(text).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fernet::Key;
 
     #[test]
     fn secret_version_names_must_be_full_version_paths() {
@@ -235,8 +230,13 @@ mod tests {
     }
 
     #[test]
-    fn secret_payloads_may_separate_keys_by_commas_or_newlines() {
+    fn secret_payloads_separate_keys_as_fernet_keys_and_the_cli_do() {
         let (a, b) = (Key::generate().to_base64(), Key::generate().to_base64());
+        assert_eq!(parse_keys(format!("{a} {b}").as_bytes()).unwrap().len(), 2);
+        assert_eq!(
+            parse_keys(format!("{a}, {b}\t").as_bytes()).unwrap().len(),
+            2
+        );
         assert_eq!(parse_keys(format!("{a},{b}").as_bytes()).unwrap().len(), 2);
         assert_eq!(
             parse_keys(format!("{a}\n{b}\n").as_bytes()).unwrap().len(),

@@ -89,6 +89,11 @@ impl KeyRing {
         self.0.len()
     }
 
+    /// The key new tokens are made with (a ring lists the newest first, as `MultiFernet`).
+    pub fn newest(&self) -> &Key {
+        &self.0[0]
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
