@@ -8,8 +8,8 @@ mod common;
 use common::{REPOSITORY, Service, api_config, fixture, generated, storage};
 use serde_json::json;
 use sigma_dataform::Invoker;
-use sigma_dataform::idempotency::{Ledger, Record, record_name};
 use sigma_dataform::config::{ApiSettings, CompileFrom, Config, GraphOrigin};
+use sigma_dataform::idempotency::{Ledger, Record, record_name};
 use sigma_fakes::dataform::FakeDataform;
 use sigma_fakes::gcs::FakeGcs;
 
@@ -85,16 +85,41 @@ async fn the_record_of_a_100k_action_closure_stays_small() {
     let request = json!({"table": "raw.src", "idempotency_key": "big", "actions_sample": 20});
     let (status, body) = service.invoke(request.clone()).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((body["count"].clone(), body["actions"].as_array().unwrap().len()), (json!(100_000), 20));
+    assert_eq!(
+        (
+            body["count"].clone(),
+            body["actions"].as_array().unwrap().len()
+        ),
+        (json!(100_000), 20)
+    );
     let created = fake.handle.created_invocations();
-    assert_eq!(created[0]["invocationConfig"]["includedTargets"].as_array().unwrap().len(), 100_000);
+    assert_eq!(
+        created[0]["invocationConfig"]["includedTargets"]
+            .as_array()
+            .unwrap()
+            .len(),
+        100_000
+    );
 
-    let stored = gcs.get("sigma-state", &record_name("big")).await.unwrap().unwrap();
-    eprintln!("the record of a 100,000-action invocation is {} bytes", stored.len());
+    let stored = gcs
+        .get("sigma-state", &record_name("big"))
+        .await
+        .unwrap()
+        .unwrap();
+    eprintln!(
+        "the record of a 100,000-action invocation is {} bytes",
+        stored.len()
+    );
     assert!(stored.len() < 1024, "{} bytes", stored.len());
     let record: Record = serde_json::from_slice(&stored).unwrap();
-    assert!(matches!(record, Record::Created { count: 100_000, .. }), "{record:?}");
+    assert!(
+        matches!(record, Record::Created { count: 100_000, .. }),
+        "{record:?}"
+    );
 
     let (status, replay) = service.invoke(request).await;
-    assert_eq!((status, &replay["replayed"], &replay["count"]), (200, &json!(true), &json!(100_000)));
+    assert_eq!(
+        (status, &replay["replayed"], &replay["count"]),
+        (200, &json!(true), &json!(100_000))
+    );
 }
