@@ -25,13 +25,14 @@ const STDIO: &str = "-";
 pub struct Keys {
     /// Fernet keys, newest first (encrypt uses the first, as MultiFernet does): repeat
     /// --key, or separate keys by commas, spaces or line breaks. Defaults to $FERNET_KEYS,
-    /// in the same form
+    /// in the same form. A urlsafe-base64 key may start with `-`, so values may too
     #[arg(
         long = "key",
         value_name = "KEYS",
         env = "FERNET_KEYS",
         hide_env_values = true,
-        required = true
+        required = true,
+        allow_hyphen_values = true
     )]
     lists: Vec<String>,
 }
