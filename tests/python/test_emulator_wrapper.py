@@ -159,3 +159,54 @@ def test_the_peak_size_of_the_variables_is_measured(server):
     assert workflow.run() == 100 * 1024
 
     assert 100 * 1024 < workflow.peak_variable_bytes < MAX_VARIABLE_BYTES
+
+
+def test_sys_log_takes_cloud_loggings_severities_and_records_each_entry():
+    workflow = tiny([
+        {"notice": {"call": "sys.log", "args": {"severity": "NOTICE", "json": {"message": "waiting", "n": 1}}}},
+        {"text": {"call": "sys.log", "args": {"severity": "WARNING", "text": "careful"}}},
+        {"done": {"return": "ok"}},
+    ])
+
+    assert workflow.run() == "ok"
+
+    assert [(e.severity, e.payload) for e in workflow.logs] == [("NOTICE", {"message": "waiting", "n": 1}),
+                                                                ("WARNING", "careful")]
+
+
+@pytest.mark.parametrize("args", [{"severity": "WARN", "text": "x"}, {"severity": "INFO", "text": "x", "json": {"a": 1}}],
+                         ids=["unknown-severity", "text-and-json"])
+def test_sys_log_refuses_what_cloud_workflows_refuses(args):
+    workflow = tiny([{"log": {"call": "sys.log", "args": args}}])
+
+    assert failure(workflow)["tags"] == ["ValueError"]
+
+
+def test_virtual_time_skips_sleeps_and_moves_the_clock_on():
+    workflow = tiny([
+        {"before": {"assign": [{"t0": "${sys.now()}"}]}},
+        {"nap": {"call": "sys.sleep", "args": {"seconds": 3600}}},
+        {"done": {"return": "${sys.now() - t0}"}},
+    ])
+    workflow.virtual_time = True
+
+    assert 3600 <= workflow.run() < 3610
+
+    assert [(s.seconds, s.by) for s in workflow.sleeps] == [(3600, "sys.sleep")]
+
+
+def test_virtual_time_skips_the_backoff_of_retry_policies_too(server):
+    retried = {"try": get(server.url + "/answer", status=503), "retry": {"max_retries": 2, "backoff": {
+        "initial_delay": 1, "max_delay": 60, "multiplier": 10}}}
+    workflow = tiny([{"fetch": retried}])
+    workflow.virtual_time = True
+
+    assert failure(workflow)["code"] == 503
+
+    assert {s.by for s in workflow.sleeps} == {"retry"} and sum(s.seconds for s in workflow.sleeps) >= 10
+
+
+def test_sys_sleep_takes_whole_seconds_only():
+    workflow = tiny([{"nap": {"call": "sys.sleep", "args": {"seconds": 0.5}}}])
+
+    assert failure(workflow)["tags"] == ["TypeError"]

@@ -26,6 +26,14 @@ around it, what Cloud Workflows documents:
   256 KB (stored or only computed, e.g. a message's base64 data), and the variables of all
   live frames together over 512 KB raise a `ResourceLimitError`. The variables' size (their
   compact JSON) is measured after every step; the peak of a run is `Workflow.peak_variable_bytes`;
+- **`sys.log`**: Cloud Logging's severities (`DEFAULT` ... `EMERGENCY`; the emulator fails on
+  `NOTICE` and its kin, and accepts names Cloud Workflows refuses) and exactly one of `text`,
+  `json`, `data`; every entry is recorded in `Workflow.logs`;
+- **time**, on request: with `virtual_time=True`, `sys.sleep` and the backoff of `retry` policies
+  return at once and `sys.now` moves on by the time they would have slept, so a test of hours of
+  backoff runs in milliseconds (and still sees the clock the workflow reads move). Every sleep,
+  virtual or not, is recorded in `Workflow.sleeps`; `sys.sleep` takes whole seconds only, as in
+  the emulator;
 - the process environment: the workflow's env vars and the built-in
   `GOOGLE_CLOUD_WORKFLOW_EXECUTION_ID` etc. that `sys.get_env` reads;
 - its assign lock, with a re-entrant one: after an expression error inside `assign` the
@@ -44,8 +52,10 @@ import copy
 import functools
 import hashlib
 import json
+import logging
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +66,7 @@ import requests
 from urllib3.exceptions import NewConnectionError
 from workflows_emulator import main as emulator
 from workflows_emulator import render
-from workflows_emulator.lib import http_utils
+from workflows_emulator.lib import http_utils, sys_utils
 from workflows_emulator.utils import ContextDict, WorkflowError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -69,6 +79,13 @@ KB = 1024
 MAX_HTTP_RESPONSE_BYTES = 2 * KB * KB
 MAX_STRING_BYTES = 256 * KB
 MAX_VARIABLE_BYTES = 512 * KB
+
+#: Cloud Logging's severities, which `sys.log` accepts, with the Python level they are logged at.
+SEVERITIES = {
+    "DEFAULT": logging.INFO, "DEBUG": logging.DEBUG, "INFO": logging.INFO, "NOTICE": logging.INFO + 5,
+    "WARNING": logging.WARNING, "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL,
+    "ALERT": logging.CRITICAL + 5, "EMERGENCY": logging.CRITICAL + 9,
+}
 
 _run_lock = threading.Lock()
 #: The `json` the emulator's renderer uses, minus the escaping of non-ASCII characters.
@@ -92,6 +109,22 @@ class Call:
     audience: str | None
 
 
+@dataclass(frozen=True)
+class LogEntry:
+    """One `sys.log` call: its severity and its `json`, `data` or `text`."""
+
+    severity: str
+    payload: Any
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """One wait: `seconds`, and `by` "sys.sleep" or "retry" (a retry policy's backoff)."""
+
+    seconds: float
+    by: str
+
+
 @dataclass
 class Workflow:
     """One deployed workflow: its source, its env vars, and where Google APIs are reached."""
@@ -104,8 +137,14 @@ class Workflow:
     location: str = "europe-west1"
     #: A definition to run instead of `source` (tests of single subworkflows or of this wrapper).
     definition: dict[str, Any] | None = None
+    #: Sleeps return at once and `sys.now` jumps ahead by what they would have slept.
+    virtual_time: bool = False
     #: Every HTTP call of the last run, in order.
     calls: list[Call] = field(default_factory=list, init=False)
+    #: Every `sys.log` entry of the last run, in order.
+    logs: list[LogEntry] = field(default_factory=list, init=False)
+    #: Every sleep of the last run (sys.sleep, retry backoff), in order.
+    sleeps: list[Sleep] = field(default_factory=list, init=False)
     #: The largest size, in bytes of compact JSON, that the variables of all live frames
     #: reached during the last run.
     peak_variable_bytes: int = field(default=0, init=False)
@@ -127,6 +166,8 @@ class Workflow:
                     raise WorkflowFailed(_plain(err.payload)) from None
                 finally:
                     self.calls = run.calls
+                    self.logs = run.logs
+                    self.sleeps = run.sleeps
                     self.peak_variable_bytes = run.peak_variable_bytes
         return _plain(result)
 
@@ -159,11 +200,15 @@ class _Run:
         self.workflow = workflow
         self.subworkflows = set(workflow.definition or {})
         self.calls: list[Call] = []
+        self.logs: list[LogEntry] = []
+        self.sleeps: list[Sleep] = []
+        self.skipped_seconds = 0.0
         self.peak_variable_bytes = 0
         self._frames: list[dict] = []
         self._execute_step = emulator.execute_step
         self._execute_subworkflow = emulator.execute_subworkflow
         self._run_code = render.run_code
+        self._assign_var = emulator.assign_var
 
     @contextlib.contextmanager
     def patched(self) -> Iterator[None]:
@@ -172,6 +217,7 @@ class _Run:
             http_utils.request, emulator.authenticated_request, emulator.LOCK, ContextDict.__str__,
             emulator.execute_step, emulator.execute_subworkflow, emulator.run_code, render.run_code,
             library["get_type"], library.get("hash"), render.json,
+            sys_utils.log, sys_utils.sleep, sys_utils.now, emulator.sleep, emulator.assign_var,
         )
         http_utils.request = self.request
         emulator.authenticated_request = self.request
@@ -183,6 +229,14 @@ class _Run:
         library["get_type"] = get_type
         library["hash"] = Hash
         render.json = _RENDER_JSON
+        # Real sleeps go to whatever slept before (the emulator's, or a caller's own, such as the
+        # local Executions API's cancellable one).
+        self._sleeps_before = {"sys.sleep": sys_utils.sleep, "retry": emulator.sleep}
+        sys_utils.log = self.log
+        sys_utils.sleep = self.sleep
+        sys_utils.now = self.now
+        emulator.sleep = self.retry_sleep
+        emulator.assign_var = self.assign_var
         try:
             yield
         finally:
@@ -190,6 +244,7 @@ class _Run:
                 http_utils.request, emulator.authenticated_request, emulator.LOCK, ContextDict.__str__,
                 emulator.execute_step, emulator.execute_subworkflow, emulator.run_code, render.run_code,
                 library["get_type"], hashes, render.json,
+                sys_utils.log, sys_utils.sleep, sys_utils.now, emulator.sleep, emulator.assign_var,
             ) = saved
             if hashes is None:
                 library.pop("hash", None)
@@ -245,6 +300,37 @@ class _Run:
                                 tags=["ConnectionFailedError"])
         return url
 
+    # --- sys.log, sys.sleep, sys.now ----------------------------------------------------------
+
+    def log(self, text: Any = None, severity: Any = "DEFAULT", json: Any = None, data: Any = None,
+            timeout: Any = None) -> None:
+        given = [value for value in (text, json, data) if value is not None]
+        if len(given) != 1:
+            raise ValueError("sys.log: exactly one of text, json and data is required")
+        if severity not in SEVERITIES:
+            raise ValueError(f"sys.log: unknown severity {severity!r} (Cloud Logging's: {', '.join(SEVERITIES)})")
+        payload = _plain(given[0])
+        self.logs.append(LogEntry(severity, payload))
+        logging.getLogger("workflows").log(SEVERITIES[severity], _json_text(payload))
+
+    def sleep(self, seconds: Any) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 0:
+            raise TypeError(f"sys.sleep: seconds must be a whole number >= 0, got {seconds!r}")
+        self._wait(seconds, "sys.sleep")
+
+    def retry_sleep(self, seconds: float) -> None:
+        self._wait(seconds, "retry")
+
+    def now(self) -> float:
+        return time.time() + self.skipped_seconds
+
+    def _wait(self, seconds: float, by: str) -> None:
+        self.sleeps.append(Sleep(seconds, by))
+        if self.workflow.virtual_time:
+            self.skipped_seconds += seconds
+        else:
+            self._sleeps_before[by](seconds)
+
     # --- limits -------------------------------------------------------------------------------
 
     def execute_subworkflow(self, workflow: dict, params: dict, context: dict) -> Any:
@@ -262,9 +348,18 @@ class _Run:
 
     def run_code(self, code: str, context: dict) -> Any:
         """Every expression's value, even one never stored, obeys the string limit."""
-        value = self._run_code(code, context)
+        value = self._run_code(code, self._slim(context, keep=code))
         _check_strings(value)
         return value
+
+    def assign_var(self, key: str, value: Any, context: dict) -> tuple[str, Any]:
+        return self._assign_var(key, value, self._slim(context))
+
+    def _slim(self, context: dict, keep: str = "") -> dict:
+        """The context without the subworkflow definitions an expression does not name (a retry
+        predicate is one). The emulator deep-copies the whole context for every expression and
+        every assignment; with the definitions in it a run took several times longer."""
+        return {name: value for name, value in context.items() if name not in self.subworkflows or name in keep}
 
     def _measure(self) -> None:
         variables = [
@@ -348,6 +443,10 @@ def _json_bytes(value: Any) -> int:
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False,
                       default=lambda b: "x" * len(b) if isinstance(b, bytes) else str(b))
     return len(text.encode())
+
+
+def _json_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def _as_json(value: ContextDict) -> str:
