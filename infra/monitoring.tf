@@ -7,7 +7,8 @@
 #     detail.seconds.<step>);
 #   - sigma-decrypt logs "token verified" with plaintext_bytes (tracing-stackdriver writes it
 #     as jsonPayload.plaintextBytes) for every decrypted file;
-#   - the workflow logs "waiting on backpressure" for every wait on a quota (issue 12, planned).
+#   - the workflow logs "waiting on backpressure" (NOTICE, with step, path, code, waited_seconds and
+#     next_delay_seconds) for every wait of a service call that answered 429 (call_service).
 # tests/static/check_infra.sh checks that the code still logs the fields read here.
 locals {
   # Log-based metric names are project-wide: prefixed so two deployments do not share them.

@@ -138,6 +138,18 @@ variable "poll_deadline_seconds" {
   }
 }
 
+variable "backpressure_window_seconds" {
+  description = "How long one service call of the workflow may keep answering 429 (Dataflow's concurrent-job quota or Dataform's quota is full, or Cloud Run has no free instance) before the execution fails with backpressure_timeout (BACKPRESSURE_WINDOW_SECONDS). Until then the workflow waits (2 s, doubling, at most 60 s between tries) and logs each wait as \"waiting on backpressure\". A whole number of seconds, at least 1."
+  type        = number
+  default     = 3600
+
+  # The workflow checks the same in its init step (invalid_settings).
+  validation {
+    condition     = var.backpressure_window_seconds >= 1 && floor(var.backpressure_window_seconds) == var.backpressure_window_seconds
+    error_message = "backpressure_window_seconds must be a whole number of seconds, at least 1."
+  }
+}
+
 variable "max_instances" {
   description = "Upper bound of instances per Cloud Run service."
   type        = number

@@ -12,13 +12,14 @@ resource "google_workflows_workflow" "sigma" {
   source_contents     = file("${path.module}/../workflows/sigma.yaml")
 
   user_env_vars = {
-    DECRYPT_URL           = google_cloud_run_v2_service.service["decrypt"].uri
-    DATAFLOW_URL          = google_cloud_run_v2_service.service["dataflow"].uri
-    DATAFORM_URL          = google_cloud_run_v2_service.service["dataform"].uri
-    EVENTS_TOPIC          = local.events_topic
-    OBJECT_PREFIX         = var.object_prefix
-    POLL_INTERVAL_SECONDS = tostring(var.poll_interval_seconds)
-    POLL_DEADLINE_SECONDS = tostring(var.poll_deadline_seconds)
+    DECRYPT_URL                 = google_cloud_run_v2_service.service["decrypt"].uri
+    DATAFLOW_URL                = google_cloud_run_v2_service.service["dataflow"].uri
+    DATAFORM_URL                = google_cloud_run_v2_service.service["dataform"].uri
+    EVENTS_TOPIC                = local.events_topic
+    OBJECT_PREFIX               = var.object_prefix
+    POLL_INTERVAL_SECONDS       = tostring(var.poll_interval_seconds)
+    POLL_DEADLINE_SECONDS       = tostring(var.poll_deadline_seconds)
+    BACKPRESSURE_WINDOW_SECONDS = tostring(var.backpressure_window_seconds)
   }
 
   depends_on = [

@@ -130,6 +130,34 @@ def init_assignments(workflow: dict) -> dict[str, Any]:
     return {k: v for entry in init["assign"] for k, v in entry.items()}
 
 
+def assignments(workflow: dict, subworkflow: str) -> dict[str, list[Any]]:
+    """Every value assigned to each variable of `subworkflow`, in any step."""
+    assigned: dict[str, list[Any]] = {}
+    for sub, _, step, _ in all_steps(workflow):
+        if sub == subworkflow:
+            for entry in step.get("assign", []):
+                for variable, value in entry.items():
+                    assigned.setdefault(variable, []).append(value)
+    return assigned
+
+
+def params(workflow: dict, subworkflow: str) -> list[str]:
+    return [p if isinstance(p, str) else next(iter(p)) for p in workflow[subworkflow].get("params", [])]
+
+
+def service_callers(workflow: dict) -> set[str]:
+    """The subworkflows that call a service for their caller: they take its URL and audience."""
+    return {sub for sub in workflow if {"url", "audience"} <= set(params(workflow, sub))}
+
+
+def test_http_calls_are_made_only_by_call_service(workflow):
+    """One place holds the auth, the timeouts, the transient retry and the 429 wait."""
+    calls = http_calls(workflow)
+    assert calls
+    assert {sub for sub, _, _ in calls} == {"call_service"}
+    assert service_callers(workflow) == {"call_service", "cancel_at_deadline"}
+
+
 def test_every_oidc_call_has_its_service_root_as_audience(workflow):
     """Cloud Run checks the token's audience; the default one is the full URL with its path."""
     roots = {
@@ -141,34 +169,59 @@ def test_every_oidc_call_has_its_service_root_as_audience(workflow):
     for audience, value in roots.items():
         env = audience[2:-5].upper() + "_URL"
         assert value == f'${{text.replace_all_regex(sys.get_env("{env}", ""), "/+$", "")}}', audience
-    calls = http_calls(workflow)
-    assert calls
-    for sub, name, step in calls:
-        auth = step["args"]["auth"]
-        assert auth["type"] == "OIDC", (sub, name)
-        assert auth.get("audience") in roots, (sub, name)
-        assert step["args"]["url"].startswith(auth["audience"][:-1] + ' + "/'), (sub, name)
+    for sub, name, step in http_calls(workflow):
+        assert step["args"]["auth"] == {"type": "OIDC", "audience": "${audience}"}, (sub, name)
+        assert step["args"]["url"] == "${url}", (sub, name)
+    callers = service_callers(workflow)
+    sites = [(sub, name, step) for sub, name, step, _ in all_steps(workflow) if step.get("call") in callers]
+    assert {sub for sub, _, _ in sites} >= {"main"}
+    for sub, name, step in sites:
+        args = step["args"]
+        if sub in callers:
+            # passed through by a subworkflow that was itself given a root and a URL under it
+            assert (args["audience"], args["url"]) == ("${audience}", "${url}"), (sub, name)
+        else:
+            assert args["audience"] in roots, (sub, name)
+            assert args["url"].startswith(args["audience"][:-1] + ' + "/'), (sub, name)
 
 
-def test_every_http_call_has_an_integer_timeout_and_the_transient_retry(workflow):
-    calls = http_calls(workflow)
-    assert calls
-    for sub, name, step in calls:
+def test_every_service_request_has_a_literal_timeout_and_the_transient_retry(workflow):
+    """Cloud Workflows takes only a literal timeout: call_service has a request step per
+    (method, timeout), and every call site asks for one of those."""
+    (send,) = [step for sub, name, step, _ in all_steps(workflow) if sub == "call_service" and name == "send"]
+    assert send["retry"]["predicate"] == "${retry_if_transient_except_429}"
+    assert send["retry"]["max_retries"] == 5
+    inside = {name: step for name, step, _ in step_lists(send["try"]["steps"])}
+    requests = {}
+    for sub, name, step in http_calls(workflow):
+        assert name in inside, f"{sub}/{name} is outside call_service's retried try"
         assert isinstance(step["args"]["timeout"], int), (sub, name)
-    retried = [
-        step["try"]
-        for _, _, step, _ in all_steps(workflow)
-        if "retry" in step and step["try"].get("call") in HTTP_CALLS
-    ]
-    assert len(retried) == len(calls)
+        requests[name] = (step["call"].split(".")[1].upper(), step["args"]["timeout"])
+    offered = {}
+    for condition in inside["pick_request"]["switch"]:
+        method, timeout = re.fullmatch(r'\$\{method == "(\w+)" and timeout == (\d+)\}', condition["condition"]).groups()
+        offered[(method, int(timeout))] = condition["next"]
+    assert {requests[target] for target in offered.values()} == set(requests.values())
+    assert all(requests[target] == key for key, target in offered.items())
+    sites = [(sub, name, step) for sub, name, step, _ in all_steps(workflow) if step.get("call") == "call_service"]
+    assert sites
+    for sub, name, step in sites:
+        assert (step["args"]["method"], step["args"]["timeout"]) in offered, (sub, name)
+
+
+def test_retry_policies_use_the_transient_predicates_with_integer_backoff(workflow):
     policies = [step["retry"] for _, _, step, _ in all_steps(workflow) if "retry" in step]
+    assert policies
     for policy in policies:
-        assert policy["predicate"] == "${retry_if_transient}"
+        assert policy["predicate"] in {"${retry_if_transient}", "${retry_if_transient_except_429}"}
         assert all(isinstance(policy["backoff"][k], int) for k in ("initial_delay", "max_delay", "multiplier"))
 
 
 def test_retry_predicate_parameter_is_named_e(workflow):
-    assert workflow["retry_if_transient"]["params"] == ["e"]
+    predicates = {step["retry"]["predicate"][2:-1] for _, _, step, _ in all_steps(workflow) if "retry" in step}
+    assert predicates
+    for predicate in predicates:
+        assert workflow[predicate]["params"] == ["e"], predicate
 
 
 def test_every_switch_condition_leaves_with_next_return_or_raise(workflow):
@@ -200,20 +253,31 @@ def test_expressions_are_whole_values_without_literals_the_emulator_cannot_evalu
         if not (value.startswith("${") and value.endswith("}") and value.count("${") == 1):
             bad.append(f"interpolated string: {value}")
             continue
+        if "}" in value[2:-1]:
+            # workflows-emulator ends an expression at its first `}`, even inside a string
+            bad.append(f"a }} inside an expression: {value}")
+            continue
         body = re.sub(r'"[^"]*"', '""', value[2:-1])
         if re.search(r"\b(true|false|null|if)\b", body):
             bad.append(f"true/false/null/if() inside an expression: {value}")
     assert not bad
 
 
-def test_sleeps_are_whole_seconds_from_the_integer_interval(workflow):
-    sleeps = [step for _, _, step, _ in all_steps(workflow) if step.get("call") == "sys.sleep"]
+def test_sleeps_are_whole_seconds_from_the_integer_interval_or_backoff(workflow):
+    """workflows-emulator's sys.sleep takes whole seconds only: the poll interval, or
+    call_service's backpressure pause, computed from integers alone."""
+    sleeps = [(sub, step) for sub, _, step, _ in all_steps(workflow) if step.get("call") == "sys.sleep"]
     assert sleeps
-    for step in sleeps:
-        assert step["args"]["seconds"] == "${interval}"
-    settings = next(step for _, name, step, _ in all_steps(workflow) if name == "read_poll_settings")
+    for sub, step in sleeps:
+        assert (sub, step["args"]["seconds"]) in {("main", "${interval}"), ("call_service", "${pause}")}
+    settings = next(step for _, name, step, _ in all_steps(workflow) if name == "read_numeric_settings")
     assigned = {k: v for entry in settings["assign"] for k, v in entry.items()}
     assert assigned["interval"] == "${int(interval_setting)}"
+    assert assigned["backpressure_window"] == "${int(window_setting)}"
+    backoff = assignments(workflow, "call_service")
+    assert backoff["pause"] == [0, "${math.min(delay, window - waited)}"]
+    assert backoff["delay"] == [2, "${math.min(delay * 2, 60)}"]
+    assert backoff["waited"] == [0, "${int(sys.now() - busy_since)}"]
 
 
 def test_get_type_is_compared_only_with_names_cloud_workflows_returns(workflow):
@@ -231,6 +295,6 @@ def test_no_variable_hides_a_standard_library_name(workflow):
         assigned += [step["result"]] if "result" in step else []
         assigned += [step["except"]["as"]] if "except" in step else []
         hiding += [f"{sub}/{name}: {variable}" for variable in assigned if variable in STDLIB_NAMES]
-    for sub, definition in workflow.items():
-        hiding += [f"{sub}: parameter {p}" for p in definition.get("params", []) if p in STDLIB_NAMES]
+    for sub in workflow:
+        hiding += [f"{sub}: parameter {p}" for p in params(workflow, sub) if p in STDLIB_NAMES]
     assert not hiding

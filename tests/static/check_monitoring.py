@@ -7,7 +7,9 @@
   every placeholder is one monitoring.tf provides;
 - the log lines and fields the log-based metrics read (infra/monitoring.tf) are still written by
   the code: sigma-decrypt's "token verified" with plaintext_bytes, the chain events' step, error
-  code and per-step seconds in the workflow, and the workflow's log of each event it publishes.
+  code and per-step seconds in the workflow, the workflow's log of each event it publishes, and
+  its "waiting on backpressure" log (with the step the metric is labelled by) for each wait on a
+  429.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from google.cloud.monitoring_dashboard_v1 import Dashboard
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 problems: list[str] = []
-pending: list[str] = []
 
 # --- the dashboard -------------------------------------------------------------------------
 monitoring = (ROOT / "infra/monitoring.tf").read_text()
@@ -71,11 +72,18 @@ if not re.search(r"call: sys\.log\s+args:\s+(?:severity: [^\n]+\s+)?json: \$\{ev
         " json: ${event} in publish_event): the chain metrics, the failed-chain alert and the"
         " freshness alerts would stay empty"
     )
-if "waiting on backpressure" not in workflow:
-    pending.append('PENDING: the workflow does not log "waiting on backpressure" yet (issue 12): the backpressure chart stays empty')
+# The backpressure metric counts entries whose jsonPayload.message is exactly this, by
+# jsonPayload.step: a sys.log step whose json map has both.
+logged_maps = re.findall(r"call: sys\.log\s+args:\s+(?:severity: [^\n]+\s+)?json:\n((?:\s+\w+: [^\n]+\n)+)", workflow)
+if not any(
+    re.search(r'^\s+message: "waiting on backpressure"$', logged, re.M) and re.search(r"^\s+step: ", logged, re.M)
+    for logged in logged_maps
+):
+    problems.append(
+        'workflows/sigma.yaml does not log "waiting on backpressure" with its step (a sys.log step whose'
+        ' json has message: "waiting on backpressure" and step): the backpressure metric and chart stay empty'
+    )
 
-for line in pending:
-    print(line)
 if problems:
     sys.exit("\n".join(problems))
 print("the dashboard is valid and the code writes every log field the metrics read")
