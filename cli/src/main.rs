@@ -1,8 +1,16 @@
-//! `sigma`, the operator CLI: the services' cores, offline, for people at a terminal.
+//! `sigma`, the operator CLI: the services' cores, offline, for people at a terminal; and the
+//! workflow's executions (`runs`, `replay`) through the Workflow Executions API.
 
+mod bucket;
 mod closure;
+mod executions;
 mod fernet;
+mod pipelines;
 mod plan;
+mod replay;
+mod run;
+mod runs;
+mod selection;
 mod staged;
 
 use std::process::ExitCode;
@@ -32,6 +40,11 @@ enum Command {
     Keygen,
     /// Show, offline, what sigma-dataflow would launch for an uploaded object
     Plan(plan::PlanArgs),
+    /// Run uploads through the chain again, each as its next attempt (by execution, object,
+    /// failed runs of a window, or an entity's batch dates)
+    Replay(replay::ReplayArgs),
+    /// List the workflow's executions as uploads: attempt, outcome, duration, and how to replay
+    Runs(runs::RunsArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +55,8 @@ fn main() -> ExitCode {
         Command::Encrypt(args) => fernet::encrypt(args),
         Command::Keygen => fernet::keygen(),
         Command::Plan(args) => plan::plan(args),
+        Command::Replay(args) => replay::replay(args),
+        Command::Runs(args) => runs::runs(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

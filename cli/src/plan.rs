@@ -5,12 +5,14 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use sigma_dataflow::config::site_overrides;
 use sigma_dataflow::naming::{ProjectId, Region};
 use sigma_dataflow::plan::{self, Site};
 use sigma_dataflow::registry::Registry;
 use sigma_shared::{BucketName, Generation, GsUri, ObjectName, ObjectRef};
+
+use crate::pipelines;
 
 #[derive(clap::Args)]
 pub struct PlanArgs {
@@ -40,15 +42,7 @@ pub struct PlanArgs {
 }
 
 pub fn plan(args: PlanArgs) -> anyhow::Result<()> {
-    let source = args.pipelines.display().to_string();
-    if source.starts_with("gs://") {
-        bail!(
-            "--pipelines must be a local file: sigma plan works offline (copy it with `gcloud storage cp`)"
-        );
-    }
-    let text = std::fs::read_to_string(&args.pipelines)
-        .with_context(|| format!("cannot read {source}"))?;
-    let registry = Registry::parse(&text).with_context(|| source.clone())?;
+    let registry = pipelines::load(&args.pipelines)?;
     let object = object(&args.object, args.bucket.clone(), &registry)?;
     let mut overrides = site_overrides()?;
     overrides.project = args.project.or(overrides.project);
