@@ -10,7 +10,7 @@ use sigma_dataflow::config::site_overrides;
 use sigma_dataflow::naming::{ProjectId, Region};
 use sigma_dataflow::plan::{self, Site};
 use sigma_dataflow::registry::Registry;
-use sigma_shared::{BucketName, Generation, GsUri, ObjectName, ObjectRef};
+use sigma_shared::{Attempt, BucketName, Generation, GsUri, ObjectName, ObjectRef};
 
 use crate::pipelines;
 
@@ -24,6 +24,9 @@ pub struct PlanArgs {
     /// The object's generation; without it the job name lacks its per-upload suffix
     #[arg(long)]
     generation: Option<Generation>,
+    /// Which run of the upload: a replay's attempt, whose job name ends in -a{ATTEMPT}
+    #[arg(long, default_value_t = Attempt::FIRST)]
+    attempt: Attempt,
     /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
@@ -49,7 +52,7 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<()> {
     overrides.region = args.region.or(overrides.region);
     overrides.config_bucket = args.config_bucket.or(overrides.config_bucket);
     let site = Site::resolve(&registry.site, overrides).map_err(anyhow::Error::msg)?;
-    let plan = plan::plan(&registry, &site, &object, args.generation)?;
+    let plan = plan::plan(&registry, &site, &object, args.generation, args.attempt)?;
     if args.generation.is_none() {
         eprintln!(
             "sigma: no --generation: the job name lacks the per-upload suffix the service always adds"

@@ -18,7 +18,11 @@ pub enum Failure {
     PreconditionFailed,
     /// Google says the request itself is wrong (400-class other than the above).
     Rejected(StatusCode),
-    /// Throttling, 5xx, timeouts, broken connections: worth retrying.
+    /// A quota or rate limit (`RESOURCE_EXHAUSTED`, HTTP 429): come back later. Answered as
+    /// 429 so the workflow waits it out as backpressure, for as long as a quota stays full,
+    /// instead of spending its few retries for broken calls on it.
+    Throttled,
+    /// 5xx, timeouts, broken connections: worth retrying.
     Transient,
     /// Anything else: a bug or an unexpected answer, not worth retrying blindly.
     Unexpected,
@@ -64,9 +68,9 @@ impl Failure {
             Code::Unauthenticated => Self::Rejected(StatusCode::UNAUTHORIZED),
             Code::InvalidArgument | Code::OutOfRange => Self::Rejected(StatusCode::BAD_REQUEST),
             Code::Unimplemented => Self::Rejected(StatusCode::NOT_IMPLEMENTED),
+            Code::ResourceExhausted => Self::Throttled,
             Code::Unavailable
             | Code::DeadlineExceeded
-            | Code::ResourceExhausted
             | Code::Internal
             | Code::Aborted
             | Code::Cancelled => Self::Transient,
@@ -78,7 +82,8 @@ impl Failure {
         match status {
             404 => Self::NotFound,
             412 => Self::PreconditionFailed,
-            408 | 429 | 500..=599 => Self::Transient,
+            429 => Self::Throttled,
+            408 | 500..=599 => Self::Transient,
             400..=499 => {
                 Self::Rejected(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST))
             }
@@ -92,13 +97,14 @@ impl Failure {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::PreconditionFailed => StatusCode::CONFLICT,
             Self::Rejected(status) => status,
+            Self::Throttled => StatusCode::TOO_MANY_REQUESTS,
             Self::Transient => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected => StatusCode::BAD_GATEWAY,
         }
     }
 
     pub fn retryable(self) -> bool {
-        matches!(self, Self::Transient)
+        matches!(self, Self::Throttled | Self::Transient)
     }
 }
 
@@ -150,7 +156,10 @@ mod tests {
             Failure::of_http(400),
             Failure::Rejected(StatusCode::BAD_REQUEST)
         );
-        for transient in [408, 429, 500, 502, 503, 504] {
+        assert_eq!(Failure::of_http(429), Failure::Throttled);
+        assert_eq!(Failure::Throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(Failure::Throttled.retryable());
+        for transient in [408, 500, 502, 503, 504] {
             assert_eq!(
                 Failure::of_http(transient),
                 Failure::Transient,
@@ -178,6 +187,12 @@ mod tests {
         );
         assert_eq!(Failure::of(&aborted), Failure::Transient);
         assert!(Failure::of(&aborted).retryable());
+        let quota = GaxError::service_with_http_metadata(
+            google_cloud_gax::error::rpc::Status::default().set_code(Code::ResourceExhausted),
+            Some(403),
+            None,
+        );
+        assert_eq!(Failure::of(&quota), Failure::Throttled);
         let exists = GaxError::service_with_http_metadata(
             google_cloud_gax::error::rpc::Status::default().set_code(Code::AlreadyExists),
             Some(409),

@@ -7,6 +7,7 @@
 //! Cloud Storage access through the official client, and the classification of Google API
 //! failures into "the caller's fault" and "try again".
 
+pub mod attempt;
 pub mod config;
 pub mod error;
 pub mod events;
@@ -18,5 +19,6 @@ pub mod server;
 pub mod storage;
 pub mod telemetry;
 
+pub use attempt::{Attempt, Rerun};
 pub use error::{ApiError, HttpError};
 pub use object::{BucketName, Generation, GsUri, ObjectName, ObjectRef};

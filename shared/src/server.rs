@@ -46,6 +46,7 @@ async fn request_span(request: Request, next: Next) -> Response {
         path = %path,
         object = tracing::field::Empty,
         generation = tracing::field::Empty,
+        attempt = tracing::field::Empty,
         bytes = tracing::field::Empty,
     );
     if let Some(parent) = TraceParent::from_headers(request.headers()) {

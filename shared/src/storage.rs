@@ -80,6 +80,10 @@ impl HttpError for StorageError {
             Self::PreconditionFailed(_) => "write_conflict",
             Self::TooLarge { .. } => "object_too_large",
             Self::Google {
+                failure: Failure::Throttled,
+                ..
+            } => "quota_exhausted",
+            Self::Google {
                 failure: Failure::Transient,
                 ..
             } => "storage_unavailable",

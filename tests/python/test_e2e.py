@@ -196,9 +196,13 @@ def test_job_still_running_at_the_poll_deadline_fails_the_execution(stack):
 
     assert error["reason"] == "poll_deadline_exceeded"
     assert "after 2 s" in error["message"]
+    assert error["cancelled"]["cancel_requested"] is True, "the job given up on is cancelled, not left billing"
+    (job,) = [j for j in stack.fakes_api.jobs() if j["id"] == error["job_id"]]
+    assert job["state"] in ("JOB_STATE_CANCELLING", "JOB_STATE_CANCELLED")
     (failure,) = chain_events(stack, event)
     assert failure["data"]["detail"]["step"] == "dataflow_job"
     assert failure["data"]["detail"]["error"]["code"] == "poll_deadline_exceeded"
+    assert failure["data"]["detail"]["error"]["cancelled"]["job_id"] == error["job_id"]
 
 
 def test_invocation_still_running_at_the_poll_deadline_fails_the_execution(stack):
@@ -212,8 +216,11 @@ def test_invocation_still_running_at_the_poll_deadline_fails_the_execution(stack
     assert error["reason"] == "poll_deadline_exceeded"
     assert error["state"] == "RUNNING"
     assert error["invocation"].startswith("projects/")
+    assert error["cancelled"]["cancel_requested"] is True
+    assert error["cancelled"]["state"] == "CANCELLED"
     (failure,) = chain_events(stack, event)
     assert failure["data"]["detail"]["step"] == "dataform_invocation"
+    assert failure["data"]["detail"]["error"]["cancelled"]["invocation"] == error["invocation"]
 
 
 def test_failure_event_of_an_object_name_too_long_for_an_attribute_is_published_shortened(stack):

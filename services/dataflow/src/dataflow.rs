@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use sigma_shared::HttpError;
 use sigma_shared::google::Failure;
 
-use crate::naming::{ProjectId, Region};
+use crate::naming::{JobId, ProjectId, Region};
 use crate::wire::{
     ErrorBody, Job, LaunchFlexTemplateRequest, LaunchFlexTemplateResponse, ListJobMessagesResponse,
     ListJobsResponse,
@@ -64,8 +64,8 @@ impl DataflowError {
 /// Without an RPC code (a proxy's answer) the HTTP status decides.
 ///
 /// HTTP 412 is decided on its own, first: sigma sends Dataflow no conditional request (no
-/// etag or `If-Match`, no `jobs.update`), and Google maps `FAILED_PRECONDITION` to 400, not
-/// 412. A 412 is therefore not another writer winning a race (which a retry would settle,
+/// etag or `If-Match`; `jobs.update` is sent without either), and Google maps
+/// `FAILED_PRECONDITION` to 400, not 412. A 412 is therefore not another writer winning a race (which a retry would settle,
 /// as for Cloud Storage) but an answer sigma cannot act on: 502 `dataflow_error`, not
 /// retried, with Google's message for the person who looks.
 pub fn classify(http: u16, rpc: Option<&str>) -> Failure {
@@ -80,10 +80,10 @@ pub fn classify(http: u16, rpc: Option<&str>) -> Failure {
         }
         Some("PERMISSION_DENIED") => Failure::Rejected(StatusCode::FORBIDDEN),
         Some("UNAUTHENTICATED") => Failure::Rejected(StatusCode::UNAUTHORIZED),
-        Some(
-            "RESOURCE_EXHAUSTED" | "UNAVAILABLE" | "ABORTED" | "DEADLINE_EXCEEDED" | "INTERNAL"
-            | "UNKNOWN",
-        ) => Failure::Transient,
+        Some("RESOURCE_EXHAUSTED") => Failure::Throttled,
+        Some("UNAVAILABLE" | "ABORTED" | "DEADLINE_EXCEEDED" | "INTERNAL" | "UNKNOWN") => {
+            Failure::Transient
+        }
         _ => Failure::of_http(http),
     }
 }
@@ -102,6 +102,7 @@ impl HttpError for DataflowError {
             Self::Credentials(_) => "credentials_unavailable",
             Self::Transport(_) => "dataflow_unavailable",
             Self::Google { failure, .. } => match failure {
+                Failure::Throttled => "quota_exhausted",
                 Failure::Transient => "dataflow_unavailable",
                 Failure::NotFound => "dataflow_not_found",
                 Failure::Rejected(_) | Failure::PreconditionFailed => "dataflow_rejected",
@@ -116,6 +117,23 @@ impl HttpError for DataflowError {
             Self::Credentials(_) | Self::Transport(_) => true,
             Self::Google { failure, .. } => failure.retryable(),
             Self::Malformed(_) => false,
+        }
+    }
+}
+
+/// The end a caller may ask a running job for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestedState {
+    Cancelled,
+    /// Streaming jobs only: stop reading, finish what was read.
+    Drained,
+}
+
+impl RequestedState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cancelled => "JOB_STATE_CANCELLED",
+            Self::Drained => "JOB_STATE_DRAINED",
         }
     }
 }
@@ -218,12 +236,29 @@ impl Dataflow {
         &self,
         project: &ProjectId,
         region: &Region,
-        job_id: &str,
+        job_id: &JobId,
     ) -> Result<Job, DataflowError> {
         self.send(
             self.http
                 .get(self.url(project, region, &format!("jobs/{job_id}")))
                 .query(&[("view", "JOB_VIEW_SUMMARY")]),
+        )
+        .await
+    }
+
+    /// `projects.locations.jobs.update` with only `requestedState`: how a job is cancelled
+    /// (`JOB_STATE_CANCELLED`) or drained (`JOB_STATE_DRAINED`).
+    pub async fn request_state(
+        &self,
+        project: &ProjectId,
+        region: &Region,
+        job_id: &JobId,
+        requested: RequestedState,
+    ) -> Result<Job, DataflowError> {
+        self.send(
+            self.http
+                .put(self.url(project, region, &format!("jobs/{job_id}")))
+                .json(&serde_json::json!({ "requestedState": requested.as_str() })),
         )
         .await
     }
@@ -279,7 +314,7 @@ impl Dataflow {
         &self,
         project: &ProjectId,
         region: &Region,
-        job_id: &str,
+        job_id: &JobId,
     ) -> Result<Vec<String>, DataflowError> {
         let mut messages = Vec::new();
         let mut page_token: Option<String> = None;
@@ -324,8 +359,9 @@ mod tests {
             ),
             (409, Some("ABORTED"), Failure::Transient),
             (409, None, Failure::Rejected(StatusCode::CONFLICT)),
-            (429, Some("RESOURCE_EXHAUSTED"), Failure::Transient),
-            (403, Some("RESOURCE_EXHAUSTED"), Failure::Transient),
+            (429, Some("RESOURCE_EXHAUSTED"), Failure::Throttled),
+            (403, Some("RESOURCE_EXHAUSTED"), Failure::Throttled),
+            (429, None, Failure::Throttled),
             (
                 403,
                 Some("PERMISSION_DENIED"),

@@ -44,6 +44,8 @@ pub enum Error {
     ConflictUnresolved(JobName),
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("{0:?} names no job method: the one there is is {{job_id}}:cancel")]
+    UnknownMethod(String),
 }
 
 impl From<PlanError> for Error {
@@ -64,6 +66,7 @@ impl HttpError for Error {
             Self::StaleGeneration { .. } | Self::NewerConfig { .. } => StatusCode::CONFLICT,
             Self::ConflictUnresolved(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::UnknownMethod(_) => StatusCode::NOT_FOUND,
         }
     }
 
@@ -78,6 +81,7 @@ impl HttpError for Error {
             Self::StaleGeneration { .. } | Self::NewerConfig { .. } => "stale_generation",
             Self::ConflictUnresolved(_) => "dataflow_unavailable",
             Self::InvalidRequest(_) => "invalid_request",
+            Self::UnknownMethod(_) => "not_found",
         }
     }
 

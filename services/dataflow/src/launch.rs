@@ -5,6 +5,12 @@
 //! 409 and adopts the winner's job). What Dataflow cannot stop is a duplicate after the job
 //! has finished: the launch record in GCS covers that, and when the record is missing
 //! (the process died between launching and recording) the job is found by name first.
+//!
+//! A re-run (`attempt` 2, 3, ...) first looks at every earlier attempt's job: one that
+//! succeeded is adopted (a loaded file is never loaded twice), one still running is adopted
+//! too. Only when every earlier job ended without loading (failed, cancelled, drained,
+//! updated) does the re-run launch its own job, named `...-a{attempt}`, with its own config
+//! and launch record; no record is ever overwritten.
 
 use std::sync::Arc;
 
@@ -12,11 +18,11 @@ use google_cloud_storage::client::Storage;
 use serde::{Deserialize, Serialize};
 use sigma_shared::events::{Event, EventType, Events};
 use sigma_shared::storage::{self, StorageError};
-use sigma_shared::{BucketName, Generation, ObjectName, ObjectRef};
+use sigma_shared::{Attempt, BucketName, Generation, ObjectName, ObjectRef};
 
 use crate::dataflow::{Dataflow, JobFilter};
 use crate::error::Error;
-use crate::naming::{DataformTable, EntityName, FechaLote, JobName, ProjectId, Region};
+use crate::naming::{DataformTable, EntityName, FechaLote, JobId, JobName, ProjectId, Region};
 use crate::plan::{self, LaunchPlan, Site};
 use crate::records::{self, LaunchRecord};
 use crate::registry::Registry;
@@ -41,13 +47,16 @@ pub struct LaunchRequest {
     /// The upload to load; the object's current generation when absent.
     #[serde(default)]
     pub generation: Option<Generation>,
+    /// Which run of the upload's chain this is: 1 from Eventarc, 2 and up from a replay.
+    #[serde(default)]
+    pub attempt: Attempt,
     #[serde(default)]
     pub dry_run: bool,
 }
 
 #[derive(Debug, Serialize)]
 pub struct Launched {
-    pub job_id: String,
+    pub job_id: JobId,
     pub job_name: JobName,
     pub project: ProjectId,
     pub region: Region,
@@ -59,6 +68,8 @@ pub struct Launched {
     pub config_uri: String,
     pub dataform_table: DataformTable,
     pub console_url: String,
+    /// The attempt whose job this is: the request's own, or the earlier one it adopted.
+    pub attempt: Attempt,
     /// `true` when this request found the job already launched and launched nothing.
     pub adopted: bool,
 }
@@ -70,7 +81,7 @@ pub struct DryRun {
     pub launch_request: LaunchFlexTemplateRequest,
 }
 
-pub fn console_url(project: &ProjectId, region: &Region, job_id: &str) -> String {
+pub fn console_url(project: &ProjectId, region: &Region, job_id: &JobId) -> String {
     format!("https://console.cloud.google.com/dataflow/jobs/{region}/{job_id}?project={project}")
 }
 
@@ -82,7 +93,13 @@ impl Launcher {
             Some(generation) => generation,
             None => self.current_generation(&object).await?,
         };
-        let plan = plan::plan(&self.registry, &self.site, &object, Some(generation))?;
+        let plan = plan::plan(
+            &self.registry,
+            &self.site,
+            &object,
+            Some(generation),
+            request.attempt,
+        )?;
         let launch_request = plan.launch_request(true);
         self.dataflow
             .launch(&plan.project, &plan.region, &launch_request)
@@ -105,11 +122,21 @@ impl Launcher {
             None => (self.current_generation(&object).await?, true),
         };
         span.record("generation", generation.get());
-        let plan = plan::plan(&self.registry, &self.site, &object, Some(generation))?;
+        span.record("attempt", request.attempt.get());
+        let plan = plan::plan(
+            &self.registry,
+            &self.site,
+            &object,
+            Some(generation),
+            request.attempt,
+        )?;
         let record_object = records::record_object(&self.site, &plan.job_name);
 
         if let Some(record) = records::read_record(&self.storage, &record_object).await? {
             return self.recorded(plan, record).await;
+        }
+        if let Some(earlier) = self.earlier_job_to_adopt(&plan, request.attempt).await? {
+            return Ok(earlier);
         }
         if !checked {
             let current = self.current_generation(&object).await?;
@@ -168,6 +195,63 @@ impl Launcher {
         self.record(&plan, &record_object, &job, adopted).await
     }
 
+    /// The job of an earlier attempt that this re-run must adopt instead of launching: one
+    /// that succeeded, or one still running. An earlier attempt without a record may have
+    /// launched and died before recording, so its job is looked up by name.
+    async fn earlier_job_to_adopt(
+        &self,
+        plan: &LaunchPlan,
+        attempt: Attempt,
+    ) -> Result<Option<Launched>, Error> {
+        let generation = plan.generation;
+        for earlier in attempt.up_to().rev().skip(1) {
+            let job_name = JobName::derive(&plan.entity, plan.fecha_lote, generation, earlier);
+            let object = records::record_object(&self.site, &job_name);
+            let (job, project, region, config_uri) =
+                match records::read_record(&self.storage, &object).await? {
+                    Some(record) => (
+                        self.dataflow
+                            .job(&record.project, &record.region, &record.job_id)
+                            .await?,
+                        record.project,
+                        record.region,
+                        record.config_uri,
+                    ),
+                    None => match self
+                        .dataflow
+                        .find_by_name(
+                            &plan.project,
+                            &plan.region,
+                            job_name.as_str(),
+                            JobFilter::All,
+                        )
+                        .await?
+                    {
+                        Some(job) => (
+                            job,
+                            plan.project.clone(),
+                            plan.region.clone(),
+                            plan::config_uri(&self.site, &plan.entity, plan.fecha_lote, &job_name),
+                        ),
+                        None => continue,
+                    },
+                };
+            let (state, terminal) = state::map(job.current_state.as_deref());
+            if state == State::Succeeded || !terminal {
+                tracing::info!(job_id = %job.id, job_name = %job_name, attempt = earlier.get(), ?state, "a re-run adopts an earlier attempt's job");
+                let adopted = LaunchPlan {
+                    job_name,
+                    project,
+                    region,
+                    config_uri,
+                    ..plan.clone()
+                };
+                return Ok(Some(self.answer(&adopted, &job, earlier, true)));
+            }
+        }
+        Ok(None)
+    }
+
     async fn current_generation(&self, object: &ObjectRef) -> Result<Generation, Error> {
         let found = storage::stat(&self.storage, object)
             .await?
@@ -194,13 +278,14 @@ impl Launcher {
                 .expect("launch plans always have a generation"),
             config_uri: plan.config_uri.clone(),
             dataform_table: plan.dataform_table.clone(),
+            attempt: plan.attempt,
             recorded_at: chrono::Utc::now().to_rfc3339(),
         };
         let stored = records::write_record(&self.storage, object, record).await?;
         if stored.job_id != job.id {
             return self.recorded(plan.clone(), stored).await;
         }
-        Ok(self.answer(plan, job, adopted))
+        Ok(self.answer(plan, job, plan.attempt, adopted))
     }
 
     /// The recorded job, where it was launched (the registry may have moved the entity to
@@ -216,7 +301,7 @@ impl Launcher {
             .await?;
         plan.project = record.project;
         plan.region = record.region;
-        Ok(self.answer(&plan, &job, true))
+        Ok(self.answer(&plan, &job, record.attempt, true))
     }
 
     /// Reports a launch or an adoption on the events topic (when one is configured).
@@ -239,11 +324,12 @@ impl Launcher {
                 "region": launched.region,
                 "config_uri": launched.config_uri,
                 "dataform_table": launched.dataform_table,
+                "attempt": launched.attempt,
             })),
         );
     }
 
-    fn answer(&self, plan: &LaunchPlan, job: &Job, adopted: bool) -> Launched {
+    fn answer(&self, plan: &LaunchPlan, job: &Job, attempt: Attempt, adopted: bool) -> Launched {
         let (state, _) = state::map(job.current_state.as_deref());
         Launched {
             job_id: job.id.clone(),
@@ -260,6 +346,7 @@ impl Launcher {
             config_uri: plan.config_uri.clone(),
             dataform_table: plan.dataform_table.clone(),
             console_url: console_url(&plan.project, &plan.region, &job.id),
+            attempt,
             adopted,
         }
     }

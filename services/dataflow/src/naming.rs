@@ -2,14 +2,14 @@
 //!
 //! Dataflow refuses a second active job with the same name, which is the lock that keeps
 //! duplicate deliveries from launching twice; so the job name must be a pure function of
-//! the upload (entity, date, generation) and always valid, never truncated into a collision.
+//! the upload (entity, date, generation, attempt) and always valid, never truncated into a collision.
 
 use std::fmt;
 use std::str::FromStr;
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use sigma_shared::Generation;
+use sigma_shared::{Attempt, Generation};
 
 /// Longest entity name accepted, so that every derived job name stays short and readable.
 pub const MAX_ENTITY_LEN: usize = 48;
@@ -24,6 +24,8 @@ pub enum NamingError {
     Date(String),
     #[error("job name {0:?} is not a valid Dataflow job name")]
     JobName(String),
+    #[error("{0:?} is not a Dataflow job id")]
+    JobId(String),
     #[error("{0:?} is not a region name such as europe-west1")]
     Region(String),
     #[error("{0:?} is not a Google Cloud project id")]
@@ -197,6 +199,32 @@ impl FromStr for FechaLote {
     }
 }
 
+/// A Dataflow job id (`2024-01-15_04_05_06-1234567890`), checked before it is put in a URL
+/// path it could otherwise escape.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JobId(String);
+
+impl JobId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for JobId {
+    type Err = NamingError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let valid = (1..=128).contains(&s.len())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if valid {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(NamingError::JobId(s.to_owned()))
+        }
+    }
+}
+
 /// A Dataflow job name: `[a-z]([-a-z0-9]*[a-z0-9])?`, at most 1024 characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct JobName(String);
@@ -205,16 +233,22 @@ impl JobName {
     /// `{entity}-{yyyy-mm-dd}-{generation in base 36}`: underscores become hyphens; the
     /// suffix is a lossless encoding of the generation, so duplicate deliveries of one upload
     /// share a name and distinct uploads never do. Without a generation (only `sigma plan`
-    /// previews that) the suffix is absent.
+    /// previews that) the suffix is absent. A re-run's job adds `-a{attempt}` (attempt 1
+    /// keeps the plain name), so each attempt's job, config and launch record are its own
+    /// and a re-run never collides with the job it replaces.
     pub fn derive(
         entity: &EntityName,
         fecha_lote: FechaLote,
         generation: Option<Generation>,
+        attempt: Attempt,
     ) -> Self {
         let mut name = format!("{}-{}", entity.as_str().replace('_', "-"), fecha_lote);
         if let Some(generation) = generation {
             name.push('-');
             name.push_str(&base36(generation.get().unsigned_abs()));
+        }
+        if !attempt.is_first() {
+            name.push_str(&format!("-a{attempt}"));
         }
         name.parse()
             .expect("names derived from valid parts are valid job names")
@@ -274,7 +308,7 @@ macro_rules! string_serde {
     )*};
 }
 
-string_serde!(EntityName, JobName, Region, ProjectId, DataformTable);
+string_serde!(EntityName, JobName, JobId, Region, ProjectId, DataformTable);
 
 macro_rules! display_serde {
     ($($ty:ty),*) => {$(
@@ -295,6 +329,7 @@ macro_rules! display_serde {
 display_serde!(
     EntityName,
     JobName,
+    JobId,
     FechaLote,
     Region,
     ProjectId,
@@ -319,9 +354,21 @@ mod tests {
             &entity("poliza_detalle"),
             day("20240115"),
             Some(Generation::new(1705312800123456).unwrap()),
+            Attempt::FIRST,
         );
         assert_eq!(name.as_str(), "poliza-detalle-2024-01-15-gshdvvbl1c");
         assert!(name.as_str().parse::<JobName>().is_ok());
+    }
+
+    #[test]
+    fn a_rerun_gets_its_own_job_name_and_the_first_attempt_keeps_the_plain_one() {
+        let e = entity("lkp_fechas");
+        let g = Some(Generation::new(1705312800123456).unwrap());
+        let named = |n| JobName::derive(&e, day("20240115"), g, Attempt::new(n).unwrap());
+        assert_eq!(named(1).as_str(), "lkp-fechas-2024-01-15-gshdvvbl1c");
+        assert_eq!(named(2).as_str(), "lkp-fechas-2024-01-15-gshdvvbl1c-a2");
+        assert_eq!(named(999).as_str(), "lkp-fechas-2024-01-15-gshdvvbl1c-a999");
+        assert!(named(999).as_str().parse::<JobName>().is_ok());
     }
 
     #[test]
@@ -330,15 +377,15 @@ mod tests {
         let g1 = Some(Generation::new(1705312800123456).unwrap());
         let g2 = Some(Generation::new(1705312800123457).unwrap());
         assert_eq!(
-            JobName::derive(&e, day("20240115"), g1),
-            JobName::derive(&e, day("20240115"), g1)
+            JobName::derive(&e, day("20240115"), g1, Attempt::FIRST),
+            JobName::derive(&e, day("20240115"), g1, Attempt::FIRST)
         );
         assert_ne!(
-            JobName::derive(&e, day("20240115"), g1),
-            JobName::derive(&e, day("20240115"), g2)
+            JobName::derive(&e, day("20240115"), g1, Attempt::FIRST),
+            JobName::derive(&e, day("20240115"), g2, Attempt::FIRST)
         );
         assert_eq!(
-            JobName::derive(&e, day("20240115"), None).as_str(),
+            JobName::derive(&e, day("20240115"), None, Attempt::FIRST).as_str(),
             "lkp-fechas-2024-01-15"
         );
     }
@@ -350,6 +397,7 @@ mod tests {
             &e,
             day("2024-12-31"),
             Some(Generation::new(i64::MAX).unwrap()),
+            Attempt::new(sigma_shared::attempt::MAX_ATTEMPT).unwrap(),
         );
         assert!(name.as_str().parse::<JobName>().is_ok());
         assert!(name.as_str().len() < 80);

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sigma_shared::{BucketName, Generation, GsUri, ObjectRef};
+use sigma_shared::attempt::MAX_ATTEMPT;
+use sigma_shared::{Attempt, BucketName, Generation, GsUri, ObjectRef};
 
 use crate::labels::{self, LabelError};
 use crate::naming::{DataformTable, EntityName, FechaLote, JobName, ProjectId, Region};
@@ -108,6 +109,7 @@ pub struct LaunchPlan {
     pub latest_config_object: ObjectRef,
     #[serde(skip)]
     pub generation: Option<Generation>,
+    pub attempt: Attempt,
 }
 
 /// `configs/{entity}/{fecha_lote}/{job_name}.config`: one per upload (the job name carries
@@ -125,6 +127,16 @@ pub fn config_object(
         name.parse()
             .expect("entity, date and job name make a safe object name"),
     )
+}
+
+/// The `gs://` URI of [`config_object`]: what a job of that name was given.
+pub fn config_uri(
+    site: &Site,
+    entity: &EntityName,
+    fecha_lote: FechaLote,
+    job_name: &JobName,
+) -> String {
+    GsUri(config_object(site, entity, fecha_lote, job_name)).to_string()
 }
 
 /// `configs/{entity}_{fecha_lote}.config`, the per-day name of the job config contract: a
@@ -157,9 +169,10 @@ pub fn plan(
     site: &Site,
     object: &ObjectRef,
     generation: Option<Generation>,
+    attempt: Attempt,
 ) -> Result<LaunchPlan, PlanError> {
     let (pipeline, fecha_lote) = registry.select(object)?;
-    let plan = plan_for(pipeline, site, object, fecha_lote, generation);
+    let plan = plan_for(pipeline, site, object, fecha_lote, generation, attempt);
     labels::check(&plan.environment.additional_user_labels).map_err(|error| PlanError::Labels {
         job_name: plan.job_name.clone(),
         error,
@@ -170,13 +183,15 @@ pub fn plan(
 /// Refuses a registry whose labels would break Dataflow's rules for some upload on this
 /// site. Only `{entity}`, `{fecha_lote}`, `{yyyymmdd}`, `{job_name}`, `{project}` and
 /// `{region}` may appear in labels; all are fixed per entry and site except the date, whose
-/// length never varies, and the job name's generation suffix, longest for the largest
-/// generation. So expanding with that generation checks every upload the entry can take.
+/// length never varies, and the job name's generation and attempt suffixes, longest for the
+/// largest generation and attempt. So expanding with those checks every upload the entry
+/// can take.
 pub fn check_labels(registry: &Registry, site: &Site) -> Result<(), RegistryError> {
     let any_day: FechaLote = "2024-01-15".parse().expect("a valid date");
     let largest = Generation::new(i64::MAX).expect("the largest generation is valid");
+    let last = Attempt::new(MAX_ATTEMPT).expect("the last attempt is valid");
     for pipeline in registry.pipelines() {
-        let job_name = JobName::derive(&pipeline.entity, any_day, Some(largest));
+        let job_name = JobName::derive(&pipeline.entity, any_day, Some(largest), last);
         let region = pipeline.region.as_ref().unwrap_or(&site.region);
         let value = |p: Placeholder| match p {
             Placeholder::Entity => pipeline.entity.to_string(),
@@ -204,9 +219,10 @@ fn plan_for(
     object: &ObjectRef,
     fecha_lote: FechaLote,
     generation: Option<Generation>,
+    attempt: Attempt,
 ) -> LaunchPlan {
     let entity = pipeline.entity.clone();
-    let job_name = JobName::derive(&entity, fecha_lote, generation);
+    let job_name = JobName::derive(&entity, fecha_lote, generation, attempt);
     let region = pipeline
         .region
         .clone()
@@ -307,6 +323,7 @@ fn plan_for(
         config_object,
         latest_config_object,
         generation,
+        attempt,
     }
 }
 
@@ -373,6 +390,7 @@ pipelines:
             &site(&registry),
             &object,
             Some(Generation::new(42).unwrap()),
+            Attempt::FIRST,
         )
         .unwrap();
         assert_eq!(plan.job_name.as_str(), "poliza-detalle-2024-01-15-16");
@@ -446,6 +464,7 @@ pipelines:
             &scoped,
             &object,
             Some(Generation::new(7).unwrap()),
+            Attempt::FIRST,
         )
         .unwrap_err();
         assert!(matches!(err, PlanError::Labels { .. }), "{err}");
@@ -482,6 +501,7 @@ pipelines:
             &site(&registry),
             &object,
             Some(Generation::new(7).unwrap()),
+            Attempt::FIRST,
         )
         .unwrap();
         let doc: serde_json::Value = serde_json::from_slice(&plan.config_bytes()).unwrap();

@@ -13,10 +13,10 @@ use bytes::Bytes;
 use google_cloud_storage::client::Storage;
 use serde::{Deserialize, Serialize};
 use sigma_shared::storage::{self, Precondition, StorageError, WriteOptions};
-use sigma_shared::{Generation, ObjectRef};
+use sigma_shared::{Attempt, Generation, ObjectRef};
 
 use crate::error::Error;
-use crate::naming::{DataformTable, EntityName, FechaLote, JobName, ProjectId, Region};
+use crate::naming::{DataformTable, EntityName, FechaLote, JobId, JobName, ProjectId, Region};
 use crate::plan::{LaunchPlan, Site};
 
 /// Configs and records are small; anything bigger is not ours.
@@ -26,7 +26,7 @@ const WRITE_ATTEMPTS: usize = 4;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LaunchRecord {
-    pub job_id: String,
+    pub job_id: JobId,
     pub job_name: JobName,
     pub project: ProjectId,
     pub region: Region,
@@ -35,6 +35,9 @@ pub struct LaunchRecord {
     pub generation: Generation,
     pub config_uri: String,
     pub dataform_table: DataformTable,
+    /// Records written before attempts existed are the first attempt's.
+    #[serde(default)]
+    pub attempt: Attempt,
     pub recorded_at: String,
 }
 

@@ -1,4 +1,4 @@
-//! The HTTP surface: `POST /launch` and `GET /jobs/{job_id}`.
+//! The HTTP surface: `POST /launch`, `GET /jobs/{job_id}` and `POST /jobs/{job_id}:cancel`.
 
 use axum::extract::State as Shared;
 use axum::response::{IntoResponse, Response};
@@ -7,16 +7,17 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sigma_shared::extract::{JsonBody, Path, Query};
 
+use crate::dataflow::RequestedState;
 use crate::error::Error;
 use crate::launch::{LaunchRequest, Launcher};
-use crate::naming::{ProjectId, Region};
+use crate::naming::{JobId, ProjectId, Region};
 use crate::state::{self, State};
 
 pub fn app(launcher: Launcher) -> Router {
     sigma_shared::server::finish(
         Router::new()
             .route("/launch", post(launch))
-            .route("/jobs/{job_id}", get(status))
+            .route("/jobs/{job_id}", get(status).post(job_method))
             .with_state(launcher),
     )
 }
@@ -43,7 +44,7 @@ struct StatusQuery {
 
 #[derive(Debug, Serialize)]
 struct Status {
-    job_id: String,
+    job_id: JobId,
     job_name: String,
     project: ProjectId,
     region: Region,
@@ -81,42 +82,35 @@ fn first_errors(errors: Vec<String>) -> Vec<String> {
         .collect()
 }
 
-/// Dataflow job ids are like `2024-01-15_04_05_06-1234567890`; anything else could escape
-/// the URL path it is put in.
-fn check_job_id(job_id: &str) -> Result<(), Error> {
-    let valid = (1..=128).contains(&job_id.len())
-        && job_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::InvalidRequest(format!(
-            "{job_id:?} is not a Dataflow job id"
-        )))
-    }
-}
-
 async fn status(
     Shared(launcher): Shared<Launcher>,
     Path(job_id): Path<String>,
     Query(query): Query<StatusQuery>,
 ) -> Result<Json<Status>, Error> {
-    check_job_id(&job_id)?;
+    let job_id = parse_job_id(&job_id)?;
     let region = query.region.unwrap_or_else(|| launcher.site.region.clone());
+    Ok(Json(status_of(&launcher, region, &job_id).await?))
+}
+
+fn parse_job_id(text: &str) -> Result<JobId, Error> {
+    text.parse()
+        .map_err(|e: crate::naming::NamingError| Error::InvalidRequest(e.to_string()))
+}
+
+async fn status_of(launcher: &Launcher, region: Region, job_id: &JobId) -> Result<Status, Error> {
     let project = &launcher.site.project;
-    let job = launcher.dataflow.job(project, &region, &job_id).await?;
+    let job = launcher.dataflow.job(project, &region, job_id).await?;
     let (state, terminal) = state::map(job.current_state.as_deref());
     let all_errors = if state == State::Failed {
         launcher
             .dataflow
-            .error_messages(project, &region, &job_id)
+            .error_messages(project, &region, job_id)
             .await?
     } else {
         Vec::new()
     };
     let errors_total = all_errors.len();
-    Ok(Json(Status {
+    Ok(Status {
         console_url: crate::launch::console_url(project, &region, &job.id),
         job_id: job.id,
         job_name: job.name,
@@ -128,6 +122,69 @@ async fn status(
         errors: first_errors(all_errors),
         errors_total,
         replaced_by_job_id: job.replaced_by_job_id,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelQuery {
+    region: Option<Region>,
+    /// Drain (streaming jobs only) instead of cancelling.
+    #[serde(default)]
+    drain: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Cancelled {
+    #[serde(flatten)]
+    status: Status,
+    /// `false` when the job had already ended, so nothing was asked of Dataflow.
+    cancel_requested: bool,
+}
+
+/// `POST /jobs/{job_id}:cancel`: the workflow's way out at its poll deadline, so a job it
+/// gave up on stops billing and cannot succeed later with nobody to run Dataform for it.
+/// Idempotent: a job that has ended answers 200 with its state, whether it ended on its own
+/// or by an earlier cancel; a cancel that races the job's own end is answered the same way.
+async fn job_method(
+    Shared(launcher): Shared<Launcher>,
+    Path(target): Path<String>,
+    Query(query): Query<CancelQuery>,
+) -> Result<Json<Cancelled>, Error> {
+    let Some(job_id) = target.strip_suffix(":cancel") else {
+        return Err(Error::UnknownMethod(target));
+    };
+    let job_id = parse_job_id(job_id)?;
+    let region = query.region.unwrap_or_else(|| launcher.site.region.clone());
+    let project = &launcher.site.project;
+    let requested = if query.drain {
+        RequestedState::Drained
+    } else {
+        RequestedState::Cancelled
+    };
+    let job = launcher.dataflow.job(project, &region, &job_id).await?;
+    let mut cancel_requested = false;
+    if !state::map(job.current_state.as_deref()).1 {
+        match launcher
+            .dataflow
+            .request_state(project, &region, &job_id, requested)
+            .await
+        {
+            Ok(_) => {
+                cancel_requested = true;
+                tracing::info!(job_id = %job_id, requested = requested.as_str(), "asked Dataflow to stop the job");
+            }
+            Err(refused) => {
+                let now = launcher.dataflow.job(project, &region, &job_id).await?;
+                if !state::map(now.current_state.as_deref()).1 {
+                    return Err(refused.into());
+                }
+            }
+        }
+    }
+    Ok(Json(Cancelled {
+        status: status_of(&launcher, region, &job_id).await?,
+        cancel_requested,
     }))
 }
 

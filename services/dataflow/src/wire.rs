@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::naming::JobId;
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LaunchFlexTemplateRequest {
@@ -73,7 +75,7 @@ pub struct LaunchFlexTemplateResponse {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Job {
-    pub id: String,
+    pub id: JobId,
     #[serde(default)]
     pub name: String,
     #[serde(default)]

@@ -13,6 +13,7 @@ use sigma_fakes::dataflow::{FakeDataflow, Method};
 use sigma_fakes::gcs::FakeGcs;
 use sigma_fakes::metadata::FakeMetadata;
 use sigma_fakes::pubsub::FakePubsub;
+use sigma_shared::Attempt;
 use sigma_shared::events::Events;
 
 const EXAMPLE: &str = include_str!("../../../examples/pipelines.yaml");
@@ -106,6 +107,16 @@ impl Stack {
         let response = self
             .http
             .get(format!("{}/jobs/{job_id}{query}", self.url))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    async fn cancel(&self, job_id: &str, query: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}/jobs/{job_id}:cancel{query}", self.url))
             .send()
             .await
             .unwrap();
@@ -679,7 +690,7 @@ async fn dataflow_errors_keep_googles_message_and_say_whether_to_retry() {
     let name = "data/20240115/lkp_fechas.gz";
     let generation = stack.upload(name).await;
     for (injected, status, retryable) in [
-        (429, 503, true),
+        (429, 429, true),
         (500, 503, true),
         (503, 503, true),
         (403, 403, false),
@@ -731,8 +742,8 @@ async fn dataflow_errors_are_classified_by_their_rpc_code_and_a_412_is_a_non_ret
     let generation = stack.upload(name).await;
     for (http, rpc, status, code, retryable) in [
         (409, "ABORTED", 503, "dataflow_unavailable", true),
-        (403, "RESOURCE_EXHAUSTED", 503, "dataflow_unavailable", true),
-        (429, "RESOURCE_EXHAUSTED", 503, "dataflow_unavailable", true),
+        (403, "RESOURCE_EXHAUSTED", 429, "quota_exhausted", true),
+        (429, "RESOURCE_EXHAUSTED", 429, "quota_exhausted", true),
         (400, "FAILED_PRECONDITION", 400, "dataflow_rejected", false),
         (412, "FAILED_PRECONDITION", 502, "dataflow_error", false),
     ] {
@@ -923,8 +934,16 @@ async fn a_config_describing_a_newer_upload_is_never_replaced_and_an_identical_o
         OUTPUT.parse().unwrap(),
         "data/20240115/lkp_fechas.gz".parse().unwrap(),
     );
-    let plan_for =
-        |g: i64| plan::plan(&registry, &site, &object, Some(Generation::new(g).unwrap())).unwrap();
+    let plan_for = |g: i64| {
+        plan::plan(
+            &registry,
+            &site,
+            &object,
+            Some(Generation::new(g).unwrap()),
+            Attempt::FIRST,
+        )
+        .unwrap()
+    };
     let config = "configs/lkp_fechas_2024-01-15.config";
 
     records::write_latest_config(&storage, &plan_for(5))
@@ -990,4 +1009,185 @@ async fn a_launch_and_a_duplicate_delivery_publish_launched_then_adopted() {
     assert_eq!(event["generation"], generation.to_string());
     assert_eq!(event["detail"]["job_id"], first["job_id"]);
     assert_eq!(messages[0].attributes["entity"], "lkp_fechas");
+}
+
+fn attempt(name: &str, generation: i64, attempt: u32) -> Value {
+    let mut body = request(name, generation);
+    body["attempt"] = json!(attempt);
+    body
+}
+
+#[tokio::test]
+async fn a_rerun_after_a_failed_job_launches_its_own_job_and_a_later_one_adopts_its_success() {
+    let stack = Stack::start().await;
+    let name = "data/20240115/lkp_fechas.gz";
+    let generation = stack.upload(name).await;
+    stack.dataflow.handle.set_script(&["JOB_STATE_FAILED"], &[]);
+    let (_, first) = stack.launch(attempt(name, generation, 1)).await;
+    assert_eq!(
+        (first["state"].as_str(), first["attempt"].as_u64()),
+        (Some("FAILED"), Some(1))
+    );
+    let (_, duplicate) = stack.launch(attempt(name, generation, 1)).await;
+    assert_eq!(
+        (duplicate["job_id"].clone(), duplicate["adopted"].as_bool()),
+        (first["job_id"].clone(), Some(true))
+    );
+
+    stack.dataflow.handle.set_script(&["JOB_STATE_DONE"], &[]);
+    let (status, second) = stack.launch(attempt(name, generation, 2)).await;
+    assert_eq!(status, 200, "{second}");
+    assert_ne!(second["job_id"], first["job_id"]);
+    let first_name = first["job_name"].as_str().unwrap();
+    assert_eq!(second["job_name"], format!("{first_name}-a2"));
+    assert_eq!(
+        (second["attempt"].as_u64(), second["adopted"].as_bool()),
+        (Some(2), Some(false))
+    );
+    assert!(
+        second["config_uri"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("{first_name}-a2.config"))
+    );
+
+    let (_, third) = stack.launch(attempt(name, generation, 3)).await;
+    assert_eq!(
+        third["job_id"], second["job_id"],
+        "a loaded file is never loaded twice"
+    );
+    assert_eq!(
+        (third["attempt"].as_u64(), third["adopted"].as_bool()),
+        (Some(2), Some(true))
+    );
+    assert_eq!(stack.dataflow.handle.launches().len(), 2);
+    let records: Vec<String> = stack
+        .config_objects()
+        .await
+        .into_iter()
+        .filter(|n| n.ends_with(".launch.json"))
+        .collect();
+    assert_eq!(
+        records,
+        [
+            format!("configs/{first_name}-a2.launch.json"),
+            format!("configs/{first_name}.launch.json")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_rerun_adopts_a_job_still_running_and_attempts_are_whole_numbers_from_one() {
+    let stack = Stack::start().await;
+    let name = "data/20240115/lkp_fechas.gz";
+    let generation = stack.upload(name).await;
+    stack
+        .dataflow
+        .handle
+        .set_script(&["JOB_STATE_RUNNING"], &[]);
+    let (_, first) = stack.launch(request(name, generation)).await;
+    let (_, rerun) = stack.launch(attempt(name, generation, 2)).await;
+    assert_eq!(
+        (rerun["job_id"].clone(), rerun["attempt"].as_u64()),
+        (first["job_id"].clone(), Some(1))
+    );
+    assert_eq!(stack.dataflow.handle.launches().len(), 1);
+    for bad in [json!(0), json!("2"), json!(1.5), json!(1000)] {
+        let mut body = request(name, generation);
+        body["attempt"] = bad.clone();
+        let (status, refused) = stack.launch(body).await;
+        assert_eq!(
+            (status, refused["error"]["code"].as_str()),
+            (400, Some("invalid_request")),
+            "{bad}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cancel_stops_a_running_job_and_answers_an_ended_one_with_its_state() {
+    let stack = Stack::start().await;
+    let name = "data/20240115/lkp_fechas.gz";
+    let generation = stack.upload(name).await;
+    stack
+        .dataflow
+        .handle
+        .set_script(&["JOB_STATE_RUNNING"], &[]);
+    let (_, launched) = stack.launch(request(name, generation)).await;
+    let job_id = launched["job_id"].as_str().unwrap();
+    let region = format!("?region={}", launched["region"].as_str().unwrap());
+
+    let (status, cancelled) = stack.cancel(job_id, &region).await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["cancel_requested"], true);
+    assert_eq!(cancelled["dataflow_state"], "JOB_STATE_CANCELLING");
+    let (_, ended) = stack.status(job_id, &region).await;
+    assert_eq!(
+        (ended["state"].as_str(), ended["terminal"].as_bool()),
+        (Some("CANCELLED"), Some(true))
+    );
+    let (status, again) = stack.cancel(job_id, &region).await;
+    assert_eq!(
+        (
+            status,
+            again["cancel_requested"].as_bool(),
+            again["state"].as_str()
+        ),
+        (200, Some(false), Some("CANCELLED"))
+    );
+
+    let other =
+        stack
+            .dataflow
+            .handle
+            .insert_job(PROJECT, REGION, "someone-elses-job", "JOB_STATE_RUNNING");
+    let (status, refused) = stack.cancel(&other, "?drain=true").await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (400, Some("dataflow_rejected")),
+        "{refused}"
+    );
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("only streaming jobs can be drained")
+    );
+
+    let (status, unknown) = stack.status(&format!("{job_id}:pause"), "").await;
+    assert_eq!(status, 400, "{unknown}");
+    let response = stack
+        .http
+        .post(format!("{}/jobs/{job_id}:pause", stack.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn a_full_dataflow_quota_is_429_quota_exhausted_for_the_workflow_to_wait_out() {
+    let stack = Stack::start().await;
+    stack
+        .dataflow
+        .handle
+        .set_script(&["JOB_STATE_RUNNING"], &[]);
+    stack.dataflow.handle.limit_active_jobs(Some(1));
+    let fechas = "data/20240115/lkp_fechas.gz";
+    let polizas = "data/20240115/poliza_detalle.gz";
+    let (g1, g2) = (stack.upload(fechas).await, stack.upload(polizas).await);
+    let (status, _) = stack.launch(request(fechas, g1)).await;
+    assert_eq!(status, 200);
+    let (status, refused) = stack.launch(request(polizas, g2)).await;
+    assert_eq!(status, 429, "{refused}");
+    assert_eq!(refused["error"]["code"], "quota_exhausted");
+    assert_eq!(refused["error"]["retryable"], true);
+    assert_eq!(stack.dataflow.handle.stats().quota_refusals, 1);
+
+    stack.dataflow.handle.limit_active_jobs(None);
+    let (status, launched) = stack.launch(request(polizas, g2)).await;
+    assert_eq!(
+        status, 200,
+        "the same request goes through once the quota has room: {launched}"
+    );
 }

@@ -1,7 +1,7 @@
 //! The Dataform v1 API through the official client: compile, read the compiled actions,
 //! create an invocation, read its progress.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use google_cloud_dataform_v1::client::Dataform;
@@ -333,6 +333,47 @@ impl DataformApi {
             actions,
             failed,
         })
+    }
+}
+
+impl DataformApi {
+    /// `workflowInvocations.cancel`.
+    pub async fn cancel(&self, name: &str) -> Result<(), DataformError> {
+        self.client
+            .cancel_workflow_invocation()
+            .set_name(name)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| match Failure::of(&e) {
+                Failure::NotFound => DataformError::UnknownInvocation(name.to_owned()),
+                _ => DataformError::google("cancel the invocation", &e),
+            })
+    }
+
+    /// The targets whose actions ended well in the invocation: `SUCCEEDED`, or `DISABLED`,
+    /// which Dataform counts as success.
+    pub async fn succeeded_targets(&self, name: &str) -> Result<HashSet<Target>, DataformError> {
+        let mut pages = self
+            .client
+            .query_workflow_invocation_actions()
+            .set_name(name)
+            .set_page_size(PAGE_SIZE)
+            .by_page();
+        let mut succeeded = HashSet::new();
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| DataformError::google("read the invocation's actions", &e))?;
+            for action in page.workflow_invocation_actions {
+                use model::workflow_invocation_action::State;
+                if matches!(action.state, State::Succeeded | State::Disabled)
+                    && let Some(target) = &action.target
+                {
+                    succeeded.insert(graph_target(target));
+                }
+            }
+        }
+        Ok(succeeded)
     }
 }
 

@@ -29,6 +29,8 @@ pub enum DataformError {
     InvocationsUnavailable,
     #[error("no workflow invocation {0}")]
     UnknownInvocation(String),
+    #[error("{0:?} names no invocation method: the one there is is {{id}}:cancel")]
+    UnknownMethod(String),
     #[error("another request with this idempotency key is creating its invocation; retry shortly")]
     InvocationInProgress,
     #[error("Dataform failed to {operation}: {message}")]
@@ -70,7 +72,9 @@ impl HttpError for DataformError {
     fn status(&self) -> StatusCode {
         match self {
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            Self::UnknownTable(_) | Self::UnknownInvocation(_) => StatusCode::NOT_FOUND,
+            Self::UnknownTable(_) | Self::UnknownInvocation(_) | Self::UnknownMethod(_) => {
+                StatusCode::NOT_FOUND
+            }
             Self::AmbiguousTable { .. } => StatusCode::CONFLICT,
             Self::CompilationFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::InvalidGraph(_) | Self::CorruptRecord(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -91,7 +95,12 @@ impl HttpError for DataformError {
             Self::InvalidGraph(_) => "invalid_graph",
             Self::InvocationsUnavailable => "invocations_unavailable",
             Self::UnknownInvocation(_) => "unknown_invocation",
+            Self::UnknownMethod(_) => "not_found",
             Self::InvocationInProgress => "invocation_in_progress",
+            Self::Google {
+                failure: Failure::Throttled,
+                ..
+            } => "quota_exhausted",
             Self::Google {
                 failure: Failure::Transient,
                 ..

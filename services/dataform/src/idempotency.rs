@@ -183,6 +183,17 @@ fn now() -> u64 {
         .unwrap_or_default()
 }
 
+/// The key of one attempt's record: attempt 1 keeps the caller's key as it is (so records
+/// written before attempts existed still count), later attempts get records of their own,
+/// and no attempt ever overwrites another's.
+pub fn attempt_key(key: &str, attempt: sigma_shared::Attempt) -> String {
+    if attempt.is_first() {
+        key.to_owned()
+    } else {
+        format!("{key}#attempt={attempt}")
+    }
+}
+
 /// Keys carry object names; hashing them gives a fixed-size, safe object name.
 pub fn record_name(key: &str) -> String {
     format!(

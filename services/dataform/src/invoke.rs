@@ -4,19 +4,27 @@
 //!
 //! The handlers in `routes.rs` only parse requests and shape answers; every decision about
 //! claims, replays and events is made here, in one place.
+//!
+//! A re-run (attempt 2 and up, from `sigma replay`) has a claim record of its own and first
+//! looks at the earlier attempts' invocations: one that succeeded, or one still running, is
+//! adopted. After failed or cancelled ones, the new invocation covers the closure's actions
+//! that succeeded in none of them, and their dependents (`rerun: failed`, the default), or
+//! the whole closure (`rerun: all`); with nothing left to run it answers at once.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::Serialize;
 use sigma_shared::config::ConfigError;
 use sigma_shared::events::{Event, EventType, Events};
+use sigma_shared::{Attempt as RunAttempt, Rerun};
 
 use crate::api::{DataformApi, Found, Status};
 use crate::closure::{ActionView, Report, closure};
 use crate::config::{Config, GraphOrigin};
 use crate::error::DataformError;
 use crate::graph::{Graph, Target};
-use crate::idempotency::{Attempt, Claim, Ledger, Record, Ticket, targets_digest};
+use crate::idempotency::{Attempt, Claim, Ledger, Record, Ticket, attempt_key, targets_digest};
 use crate::name::{Resolution, TableName};
 use crate::request::{Closure, Invoke, Loaded, Sample};
 use crate::source::{Freshness, GraphSource, Origin};
@@ -46,6 +54,46 @@ pub struct Invoked {
     pub dry_run: bool,
     /// This request created nothing: the invocation was created by an earlier one.
     pub replayed: bool,
+    /// The attempt whose invocation this is: the request's own, or the earlier one adopted.
+    pub attempt: RunAttempt,
+}
+
+/// The `POST /invocations/{id}:cancel` answer.
+#[derive(Debug, Serialize)]
+pub struct Cancelled {
+    #[serde(flatten)]
+    pub status: Status,
+    /// `false` when the invocation had already ended, so nothing was asked of Dataform.
+    pub cancel_requested: bool,
+}
+
+/// What the earlier attempts of a re-run left.
+enum Earlier {
+    /// An invocation that succeeded or is still running: adopted, nothing is created.
+    Adopt(Found, RunAttempt),
+    /// Invocations that failed or were cancelled, and the targets that succeeded in them.
+    Ended(HashSet<Target>),
+    /// No earlier attempt got as far as an invocation.
+    Nothing,
+}
+
+/// The closure's actions still to run after earlier invocations: those that succeeded in
+/// none of them, and everything downstream of those (the closure is ordered dependencies
+/// first, so one pass sees every dependency before its dependents).
+fn still_to_run(graph: &Graph, nodes: &[u32], succeeded: &HashSet<Target>) -> Vec<u32> {
+    let mut again = HashSet::new();
+    nodes
+        .iter()
+        .copied()
+        .filter(|&node| {
+            let redo = !succeeded.contains(&graph.action(node).target)
+                || graph.dependencies(node).iter().any(|d| again.contains(d));
+            if redo {
+                again.insert(node);
+            }
+            redo
+        })
+        .collect()
 }
 
 fn resolve(graph: &Graph, name: &TableName) -> Result<u32, DataformError> {
@@ -135,21 +183,44 @@ impl Invoker {
     async fn invoke_all(&self, request: &Invoke) -> Result<Invoked, DataformError> {
         let snapshot = self.source.current().await?;
         let source = resolve(&snapshot.graph, &request.loaded.table)?;
-        let nodes = closure(&snapshot.graph, source);
-        let answer = Invoked {
-            invocation: None,
-            compilation_result: snapshot.compilation.clone(),
-            state: None,
-            source: snapshot.graph.action(source).target.clone(),
-            actions: nodes
-                .iter()
-                .map(|&node| ActionView::of(&snapshot.graph, node))
-                .collect(),
-            count: nodes.len(),
-            skipped: nodes.is_empty(),
-            dry_run: request.dry_run,
-            replayed: false,
-        };
+        let mut nodes = closure(&snapshot.graph, source);
+        let key = request
+            .key
+            .as_deref()
+            .map(|key| attempt_key(key, request.attempt));
+        let mut rerun_of_ended = false;
+        if let (Some(base), false) = (&request.key, request.attempt.is_first() || request.dry_run) {
+            match self.earlier(base, request.attempt).await? {
+                Earlier::Adopt(found, attempt) => {
+                    tracing::info!(
+                        invocation = found.name,
+                        attempt = attempt.get(),
+                        "a re-run adopts an earlier attempt's invocation"
+                    );
+                    let mut answer = self.answer_for(&snapshot, source, &nodes, request);
+                    let targets: Vec<Target> =
+                        answer.actions.iter().map(ActionView::target).collect();
+                    let digest = Attempt {
+                        compilation_result: found.compilation_result.clone(),
+                        targets: targets_digest(&targets),
+                    };
+                    answer.attempt = attempt;
+                    return Ok(replay(&snapshot.graph, answer, &digest, found));
+                }
+                Earlier::Ended(succeeded) => {
+                    rerun_of_ended = true;
+                    if request.rerun == Rerun::Failed {
+                        nodes = still_to_run(&snapshot.graph, &nodes, &succeeded);
+                    }
+                }
+                Earlier::Nothing => {}
+            }
+        }
+        let answer = self.answer_for(&snapshot, source, &nodes, request);
+        if answer.skipped && rerun_of_ended && !request.dry_run {
+            tracing::info!("a re-run found every action of the closure already succeeded");
+            return Ok(answer);
+        }
         // An invocation without targets runs the whole project: never create one.
         if answer.skipped || request.dry_run {
             if answer.skipped && !request.dry_run {
@@ -166,7 +237,7 @@ impl Invoker {
             compilation_result: compilation.clone(),
             targets: targets_digest(&targets),
         };
-        let Some(key) = &request.key else {
+        let Some(key) = &key else {
             let created = api
                 .invoke(compilation, &targets, request.fully_refresh_incremental)
                 .await
@@ -226,6 +297,83 @@ impl Invoker {
         }
     }
 
+    /// The answer for `nodes` before anything is created.
+    fn answer_for(
+        &self,
+        snapshot: &crate::source::Snapshot,
+        source: u32,
+        nodes: &[u32],
+        request: &Invoke,
+    ) -> Invoked {
+        Invoked {
+            invocation: None,
+            compilation_result: snapshot.compilation.clone(),
+            state: None,
+            source: snapshot.graph.action(source).target.clone(),
+            actions: nodes
+                .iter()
+                .map(|&node| ActionView::of(&snapshot.graph, node))
+                .collect(),
+            count: nodes.len(),
+            skipped: nodes.is_empty(),
+            dry_run: request.dry_run,
+            replayed: false,
+            attempt: request.attempt,
+        }
+    }
+
+    /// The invocations the attempts before `attempt` created under `key`, newest first.
+    async fn earlier(&self, key: &str, attempt: RunAttempt) -> Result<Earlier, DataformError> {
+        let api = self.api()?;
+        let mut succeeded = HashSet::new();
+        let mut ended = false;
+        for earlier in attempt.up_to().rev().skip(1) {
+            let Some((_, Record::Created { invocation, .. })) =
+                self.ledger.record(&attempt_key(key, earlier)).await?
+            else {
+                continue;
+            };
+            let found = api.invocation(&invocation).await?;
+            if matches!(found.state.as_str(), "FAILED" | "CANCELLED") {
+                ended = true;
+                succeeded.extend(api.succeeded_targets(&invocation).await?);
+            } else {
+                return Ok(Earlier::Adopt(found, earlier));
+            }
+        }
+        Ok(if ended {
+            Earlier::Ended(succeeded)
+        } else {
+            Earlier::Nothing
+        })
+    }
+
+    /// Cancels the invocation named by its id or full name, unless it has ended; either way
+    /// answers with its state (idempotent, and a cancel racing the invocation's own end is
+    /// answered the same way).
+    pub async fn cancel(&self, id: &str, sample: Sample) -> Result<Cancelled, DataformError> {
+        let api = self.api()?;
+        let name = self.invocation_name(id)?;
+        let mut cancel_requested = false;
+        if !api.status(&name, Sample::NONE).await?.terminal {
+            match api.cancel(&name).await {
+                Ok(()) => {
+                    cancel_requested = true;
+                    tracing::info!(invocation = name, "asked Dataform to cancel the invocation");
+                }
+                Err(refused) => {
+                    if !api.status(&name, Sample::NONE).await?.terminal {
+                        return Err(refused);
+                    }
+                }
+            }
+        }
+        Ok(Cancelled {
+            status: api.status(&name, sample).await?,
+            cancel_requested,
+        })
+    }
+
     /// The invocation one of the ticket's earlier attempts created, if any did.
     async fn search(
         &self,
@@ -260,6 +408,11 @@ impl Invoker {
 
     /// The invocation named by its id or by its full name as `/invoke` returns it.
     pub async fn status(&self, id: &str, sample: Sample) -> Result<Status, DataformError> {
+        let name = self.invocation_name(id)?;
+        self.api()?.status(&name, sample).await
+    }
+
+    fn invocation_name(&self, id: &str) -> Result<String, DataformError> {
         let api = self.api()?;
         let prefix = api.invocation_name("");
         let id = id.strip_prefix(&prefix).unwrap_or(id);
@@ -268,7 +421,7 @@ impl Invoker {
                 "the invocation must be an id or a name under {prefix}"
             )));
         }
-        api.status(&api.invocation_name(id), sample).await
+        Ok(api.invocation_name(id))
     }
 
     /// Reports an invocation created, or one not needed, for the loaded object when the

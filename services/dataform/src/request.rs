@@ -6,7 +6,7 @@
 //! bodies and parsed by one function.
 
 use serde::Deserialize;
-use sigma_shared::{BucketName, Generation, ObjectName, ObjectRef};
+use sigma_shared::{Attempt, BucketName, Generation, ObjectName, ObjectRef, Rerun};
 
 use crate::error::DataformError;
 use crate::name::TableName;
@@ -39,6 +39,10 @@ pub struct InvokeRequest {
     dry_run: bool,
     idempotency_key: Option<String>,
     actions_sample: Option<usize>,
+    #[serde(default)]
+    attempt: Attempt,
+    #[serde(default)]
+    rerun: Rerun,
 }
 
 /// `GET /invocations/{id}?actions_sample=N`.
@@ -56,6 +60,8 @@ pub struct Sample(Option<usize>);
 
 impl Sample {
     pub const ALL: Self = Self(None);
+    /// Counts only, for a state check.
+    pub const NONE: Self = Self(Some(0));
 
     /// Whether an item may join `listed` items already listed.
     pub fn admits(self, listed: usize) -> bool {
@@ -93,6 +99,10 @@ pub struct Invoke {
     pub fully_refresh_incremental: bool,
     pub dry_run: bool,
     pub sample: Sample,
+    /// Which run of the load's chain this is (1 unless replayed).
+    pub attempt: Attempt,
+    /// After an earlier attempt's invocation failed: what this one covers.
+    pub rerun: Rerun,
 }
 
 const MAX_KEY_BYTES: usize = 2048;
@@ -153,6 +163,7 @@ impl InvokeRequest {
                 "idempotency_key must be 1-{MAX_KEY_BYTES} bytes without control characters"
             )));
         }
+        tracing::Span::current().record("attempt", self.attempt.get());
         let loaded = loaded(
             self.table,
             self.dataform_table,
@@ -175,6 +186,8 @@ impl InvokeRequest {
             fully_refresh_incremental: self.fully_refresh_incremental,
             dry_run: self.dry_run,
             sample: Sample(self.actions_sample),
+            attempt: self.attempt,
+            rerun: self.rerun,
         })
     }
 }

@@ -1,5 +1,6 @@
-//! The HTTP contract: `POST /closure`, `POST /invoke`, `GET /invocations/{id}`. Handlers
-//! parse the request and hand it to the [`Invoker`].
+//! The HTTP contract: `POST /closure`, `POST /invoke`, `GET /invocations/{id}` and
+//! `POST /invocations/{id}:cancel`. Handlers parse the request and hand it to the
+//! [`Invoker`].
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use sigma_shared::extract::{JsonBody, Path, Query};
 use crate::api::Status;
 use crate::closure::Report;
 use crate::error::DataformError;
-use crate::invoke::{Invoked, Invoker};
+use crate::invoke::{Cancelled, Invoked, Invoker};
 use crate::request::{ClosureRequest, InvokeRequest, StatusQuery};
 
 /// The service's routes with the shared health check, fallbacks and request logging.
@@ -20,7 +21,10 @@ pub fn app(invoker: Arc<Invoker>) -> Router {
         Router::new()
             .route("/closure", post(closure_of))
             .route("/invoke", post(invoke))
-            .route("/invocations/{*id}", get(invocation))
+            .route(
+                "/invocations/{*id}",
+                get(invocation).post(invocation_method),
+            )
             .with_state(invoker),
     )
 }
@@ -46,4 +50,16 @@ async fn invocation(
     Query(query): Query<StatusQuery>,
 ) -> Result<Json<Status>, DataformError> {
     Ok(Json(invoker.status(&id, query.sample()).await?))
+}
+
+/// `POST /invocations/{id}:cancel`: the workflow's way out at its poll deadline.
+async fn invocation_method(
+    State(invoker): State<Arc<Invoker>>,
+    Path(target): Path<String>,
+    Query(query): Query<StatusQuery>,
+) -> Result<Json<Cancelled>, DataformError> {
+    let Some(id) = target.strip_suffix(":cancel") else {
+        return Err(DataformError::UnknownMethod(target));
+    };
+    Ok(Json(invoker.cancel(id, query.sample()).await?))
 }

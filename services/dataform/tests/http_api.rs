@@ -169,8 +169,8 @@ async fn a_failed_create_frees_the_key_for_the_retry() {
 }
 
 #[tokio::test]
-async fn google_throttling_and_server_errors_answer_503_retryable() {
-    for injected in [429, 500] {
+async fn google_throttling_answers_429_and_server_errors_503_both_retryable() {
+    for (injected, answered) in [(429, 429), (500, 503)] {
         let fake = sample_fake().await;
         let mut config = api_config(&fake.endpoint);
         config.retry = Duration::from_millis(100);
@@ -179,7 +179,7 @@ async fn google_throttling_and_server_errors_answer_503_retryable() {
         let (status, body) = service.closure(json!({"table": "lkp_fechas"})).await;
         assert_eq!(
             (status, body["error"]["retryable"].as_bool()),
-            (503, Some(true)),
+            (answered, Some(true)),
             "{injected}: {body}"
         );
         // A failed compilation is shared until its backoff ends (tests/graph_loading.rs).
@@ -255,8 +255,12 @@ async fn unknown_and_malformed_invocations_are_the_callers_fault() {
     fake.handle.fail_next(429, 1);
     let (status, body) = service.get("/invocations/whatever").await;
     assert_eq!(
-        (status, body["error"]["retryable"].as_bool()),
-        (503, Some(true))
+        (
+            status,
+            body["error"]["code"].as_str(),
+            body["error"]["retryable"].as_bool()
+        ),
+        (429, Some("quota_exhausted"), Some(true))
     );
 }
 
@@ -494,4 +498,165 @@ async fn a_replay_lists_the_invocations_own_targets() {
     assert_eq!(replay["actions"], first["actions"]);
     assert_eq!(replay["count"], 16);
     assert_eq!(fake.handle.created_invocations().len(), 1);
+}
+
+fn load(attempt: u32) -> Value {
+    json!({
+        "bucket": "out-bucket",
+        "name": "data/20240115/lkp_fechas.gz",
+        "generation": "1705312800123456",
+        "attempt": attempt,
+    })
+}
+
+fn invocation_id(answer: &Value) -> String {
+    answer["invocation"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_rerun_after_a_failed_invocation_runs_only_what_did_not_succeed_and_then_adopts_its_success()
+ {
+    let Api { fake, service } = Api::start().await;
+    let (_, first) = service.invoke(load(1)).await;
+    let first_id = invocation_id(&first);
+    fake.handle
+        .complete(
+            &first_id,
+            &[("acme-dwh-prod.warehouse.cal_resumen", "division by zero")],
+        )
+        .unwrap();
+    let (_, failed) = service.get(&format!("/invocations/{first_id}")).await;
+    let counts = &failed["actions"];
+    let did_not_succeed =
+        16 - counts["SUCCEEDED"].as_u64().unwrap_or(0) - counts["DISABLED"].as_u64().unwrap_or(0);
+    assert!(did_not_succeed >= 3, "{failed}");
+
+    let (status, second) = service.invoke(load(2)).await;
+    assert_eq!(status, 200, "{second}");
+    assert_ne!(second["invocation"], first["invocation"]);
+    assert_eq!(
+        (second["attempt"].as_u64(), second["replayed"].as_bool()),
+        (Some(2), Some(false))
+    );
+    let created = fake.handle.created_invocations();
+    assert_eq!(created.len(), 2);
+    let rerun = keys(&created[1]["invocationConfig"]["includedTargets"]);
+    assert_eq!(rerun.len() as u64, did_not_succeed, "{rerun:?}");
+    assert!(rerun.contains(&"acme-dwh-prod.warehouse.cal_resumen".to_owned()));
+    assert!(rerun.iter().all(|t| expected_lkp_fechas().contains(t)));
+
+    let (_, again) = service.invoke(load(2)).await;
+    assert_eq!(
+        (again["invocation"].clone(), again["replayed"].as_bool()),
+        (second["invocation"].clone(), Some(true))
+    );
+    fake.handle.complete(&invocation_id(&second), &[]).unwrap();
+    let (_, third) = service.invoke(load(3)).await;
+    assert_eq!(third["invocation"], second["invocation"], "{third}");
+    assert_eq!(
+        (third["attempt"].as_u64(), third["replayed"].as_bool()),
+        (Some(2), Some(true))
+    );
+    assert_eq!(
+        fake.handle.created_invocations().len(),
+        2,
+        "a success is never run again"
+    );
+}
+
+#[tokio::test]
+async fn a_rerun_adopts_a_running_invocation_and_rerun_all_covers_the_whole_closure() {
+    let Api { fake, service } = Api::start().await;
+    let (_, first) = service.invoke(load(1)).await;
+    let (_, adopted) = service.invoke(load(2)).await;
+    assert_eq!(adopted["invocation"], first["invocation"]);
+    assert_eq!(adopted["attempt"], 1);
+    assert_eq!(fake.handle.created_invocations().len(), 1);
+
+    fake.handle
+        .complete(
+            &invocation_id(&first),
+            &[("acme-dwh-prod.warehouse.cal_resumen", "division by zero")],
+        )
+        .unwrap();
+    let mut all = load(3);
+    all["rerun"] = json!("all");
+    let (status, rerun) = service.invoke(all).await;
+    assert_eq!(status, 200, "{rerun}");
+    let created = fake.handle.created_invocations();
+    assert_eq!(created.len(), 2);
+    assert_eq!(
+        keys(&created[1]["invocationConfig"]["includedTargets"]),
+        expected_lkp_fechas()
+    );
+
+    let mut bad = load(4);
+    bad["rerun"] = json!("some");
+    assert_refused(&service.invoke(bad).await, 400, "invalid_request");
+    assert_refused(&service.invoke(load(0)).await, 400, "invalid_request");
+}
+
+#[tokio::test]
+async fn cancel_stops_a_running_invocation_and_answers_an_ended_one_with_its_state() {
+    let Api { fake, service } = Api::start().await;
+    let (_, created) = service.invoke(load(1)).await;
+    let id = invocation_id(&created);
+    let (status, cancelled) = service
+        .post(&format!("/invocations/{id}:cancel"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(
+        (
+            cancelled["cancel_requested"].as_bool(),
+            cancelled["state"].as_str(),
+            cancelled["terminal"].as_bool()
+        ),
+        (Some(true), Some("CANCELLED"), Some(true))
+    );
+    assert_eq!(cancelled["actions"]["CANCELLED"], 16);
+
+    let (status, again) = service
+        .post(&format!("/invocations/{id}:cancel"), json!({}))
+        .await;
+    assert_eq!(
+        (status, again["cancel_requested"].as_bool()),
+        (200, Some(false))
+    );
+    assert_eq!(again["state"], "CANCELLED");
+
+    let (_, other) = service
+        .invoke(json!({"table": "lkp_fechas", "idempotency_key": "k2"}))
+        .await;
+    let other_id = invocation_id(&other);
+    fake.handle.complete(&other_id, &[]).unwrap();
+    let (status, ended) = service
+        .post(&format!("/invocations/{other_id}:cancel"), json!({}))
+        .await;
+    assert_eq!(
+        (
+            status,
+            ended["state"].as_str(),
+            ended["cancel_requested"].as_bool()
+        ),
+        (200, Some("SUCCEEDED"), Some(false))
+    );
+
+    assert_refused(
+        &service
+            .post(&format!("/invocations/{id}:pause"), json!({}))
+            .await,
+        404,
+        "not_found",
+    );
+    assert_refused(
+        &service.post("/invocations/nope:cancel", json!({})).await,
+        404,
+        "unknown_invocation",
+    );
 }

@@ -78,7 +78,9 @@ async fn decrypt(
     JsonBody(request): JsonBody<DecryptRequest>,
 ) -> Result<Json<DecryptResponse>, Error> {
     let source = request.source(&state.config)?;
-    tracing::Span::current().record("object", tracing::field::display(&source));
+    let span = tracing::Span::current();
+    span.record("object", tracing::field::display(&source));
+    span.record("attempt", request.attempt.get());
     // The work is a task of its own, not part of this handler: a client that disconnects
     // drops the handler, and dropping the work with it would release the per-output lock
     // while the blocking decryption (which cannot be cancelled) goes on, so a duplicate

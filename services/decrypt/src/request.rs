@@ -8,7 +8,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use sigma_shared::storage::StorageError;
-use sigma_shared::{BucketName, Generation, ObjectName, ObjectRef};
+use sigma_shared::{Attempt, BucketName, Generation, ObjectName, ObjectRef};
 
 use crate::config::Config;
 use crate::error::Error;
@@ -62,6 +62,9 @@ pub struct DecryptRequest {
     pub generation: Option<Generation>,
     /// The uploader's claim about the size; only used to refuse early.
     pub size: Option<u64>,
+    /// Which run of the upload's chain sent this (logged: decryption is idempotent, so a
+    /// re-run finds the output verified and present and skips it).
+    pub attempt: Attempt,
 }
 
 /// The request's own fields, once the event's fields are set aside; anything else left is
@@ -75,6 +78,8 @@ struct OwnFields {
     generation: Option<Generation>,
     #[serde(default, deserialize_with = "size")]
     size: Option<u64>,
+    #[serde(default)]
+    attempt: Attempt,
 }
 
 impl TryFrom<Map<String, Value>> for DecryptRequest {
@@ -88,6 +93,7 @@ impl TryFrom<Map<String, Value>> for DecryptRequest {
             name: own.name,
             generation: own.generation,
             size: own.size,
+            attempt: own.attempt,
         })
     }
 }

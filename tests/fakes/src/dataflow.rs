@@ -12,7 +12,16 @@
 //! - `POST /_fake/script` `{"states": ["JOB_STATE_PENDING", ...], "messages": [...]}`: states
 //!   (and error messages) for jobs launched from now on.
 //! - `POST /_fake/jobs/{id}/script` `{"states": [...], "messages": [{"importance", "text"}]}`.
-//! - `GET /_fake/launches` (bodies of accepted launches), `GET /_fake/jobs`.
+//! - `POST /_fake/quota` `{"max_active_jobs": 8}`: launches beyond that many active jobs in
+//!   a project are refused with 429 `RESOURCE_EXHAUSTED`, as Dataflow's concurrent-jobs quota
+//!   refuses them (`null` lifts the limit).
+//! - `GET /_fake/launches` (bodies of accepted launches), `GET /_fake/jobs`, `GET /_fake/stats`
+//!   (`{"peak_active": n, "quota_refusals": n}` since the last `/_fake/quota`).
+//!
+//! `jobs.update` is the cancel call: `requestedState` `JOB_STATE_CANCELLED` moves a job
+//! through `JOB_STATE_CANCELLING` to `JOB_STATE_CANCELLED`; `JOB_STATE_DRAINED` is refused
+//! for these batch jobs, and any update of a job that has ended is refused with 400
+//! `FAILED_PRECONDITION`, as Dataflow refuses them.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -43,6 +52,7 @@ pub enum Method {
     Get,
     List,
     Messages,
+    Update,
     Any,
 }
 
@@ -112,6 +122,22 @@ struct Inner {
     launches: Vec<Value>,
     tokens: Vec<String>,
     next_id: u64,
+    max_active_jobs: Option<usize>,
+    peak_active: usize,
+    quota_refusals: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Stats {
+    /// The most jobs that were active at once in one project.
+    pub peak_active: usize,
+    /// Launches refused because the quota was full.
+    pub quota_refusals: usize,
+}
+
+#[derive(Debug, Deserialize)]
+struct Quota {
+    max_active_jobs: Option<usize>,
 }
 
 /// The fake's programmable state, shared between the server and its owner.
@@ -134,6 +160,9 @@ impl Default for Handle {
             launches: Vec::new(),
             tokens: Vec::new(),
             next_id: 1,
+            max_active_jobs: None,
+            peak_active: 0,
+            quota_refusals: 0,
         })))
     }
 }
@@ -203,6 +232,23 @@ impl Handle {
         self.0.lock().unwrap().jobs.clone()
     }
 
+    /// Dataflow's concurrent-jobs quota: at most `limit` active jobs per project. Starts
+    /// the [`Stats`] afresh, so they describe what happened under this limit.
+    pub fn limit_active_jobs(&self, limit: Option<usize>) {
+        let mut inner = self.0.lock().unwrap();
+        inner.max_active_jobs = limit;
+        inner.peak_active = 0;
+        inner.quota_refusals = 0;
+    }
+
+    pub fn stats(&self) -> Stats {
+        let inner = self.0.lock().unwrap();
+        Stats {
+            peak_active: inner.peak_active,
+            quota_refusals: inner.quota_refusals,
+        }
+    }
+
     /// Bearer tokens seen, one per authenticated request.
     pub fn tokens(&self) -> Vec<String> {
         self.0.lock().unwrap().tokens.clone()
@@ -238,7 +284,17 @@ fn new_id(inner: &mut Inner) -> String {
 }
 
 fn google_error(status: StatusCode, message: impl Into<String>) -> Response {
-    let name = match status.as_u16() {
+    google_error_with(status, rpc_status_of(status), message)
+}
+
+fn google_error_with(status: StatusCode, rpc: &str, message: impl Into<String>) -> Response {
+    let body =
+        json!({"error": {"code": status.as_u16(), "message": message.into(), "status": rpc}});
+    (status, axum::Json(body)).into_response()
+}
+
+fn rpc_status_of(status: StatusCode) -> &'static str {
+    match status.as_u16() {
         400 => "INVALID_ARGUMENT",
         401 => "UNAUTHENTICATED",
         403 => "PERMISSION_DENIED",
@@ -248,10 +304,7 @@ fn google_error(status: StatusCode, message: impl Into<String>) -> Response {
         503 => "UNAVAILABLE",
         500 => "INTERNAL",
         _ => "UNKNOWN",
-    };
-    let body =
-        json!({"error": {"code": status.as_u16(), "message": message.into(), "status": name}});
-    (status, axum::Json(body)).into_response()
+    }
 }
 
 /// A refused call: the status and message of the Google error to answer with.
@@ -526,6 +579,21 @@ async fn launch(
             ),
         );
     }
+    let active = inner
+        .jobs
+        .iter()
+        .filter(|j| j.project == project && j.active())
+        .count();
+    if inner.max_active_jobs.is_some_and(|limit| active >= limit) {
+        inner.quota_refusals += 1;
+        return google_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "(e1d2c3b4a5968778): Quota exceeded for quota metric 'Concurrent jobs' of service 'dataflow.googleapis.com' for consumer 'project_number:{project}': {active} active jobs."
+            ),
+        );
+    }
+    inner.peak_active = inner.peak_active.max(active + 1);
     let id = new_id(&mut inner);
     let mut job = FakeJob {
         id,
@@ -576,6 +644,114 @@ async fn get_job(
         job.state = next;
     }
     axum::Json(json).into_response()
+}
+
+/// The part of a `Job` that `jobs.update` is used for here; other fields are refused rather
+/// than silently ignored.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct JobUpdate {
+    requested_state: Option<String>,
+}
+
+const JOB_STATES: [&str; 15] = [
+    "JOB_STATE_UNKNOWN",
+    "JOB_STATE_STOPPED",
+    "JOB_STATE_RUNNING",
+    "JOB_STATE_DONE",
+    "JOB_STATE_FAILED",
+    "JOB_STATE_CANCELLED",
+    "JOB_STATE_UPDATED",
+    "JOB_STATE_DRAINING",
+    "JOB_STATE_DRAINED",
+    "JOB_STATE_PENDING",
+    "JOB_STATE_CANCELLING",
+    "JOB_STATE_QUEUED",
+    "JOB_STATE_RESOURCE_CLEANING_UP",
+    "JOB_STATE_PAUSING",
+    "JOB_STATE_PAUSED",
+];
+
+/// `projects.locations.jobs.update`, as sigma uses it: a cancel request.
+async fn update_job(
+    State(handle): State<Handle>,
+    Path((project, location, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut inner = handle.0.lock().unwrap();
+    if let Err(refusal) = admit(&mut inner, &headers, Method::Update) {
+        return refusal.into_response();
+    }
+    let update: JobUpdate = match serde_json::from_slice(&body) {
+        Ok(update) => update,
+        Err(e) => {
+            return google_error(
+                StatusCode::BAD_REQUEST,
+                format!("Invalid JSON payload received. {e}"),
+            );
+        }
+    };
+    let Some(requested) = update.requested_state else {
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            "(f0e1d2c3b4a59687): The workflow could not be updated: no change was requested.",
+        );
+    };
+    if !JOB_STATES.contains(&requested.as_str()) {
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Invalid value at 'job.requested_state' (type.googleapis.com/google.dataflow.v1beta3.JobState), \"{requested}\""
+            ),
+        );
+    }
+    let Some(job) = inner
+        .jobs
+        .iter_mut()
+        .find(|j| j.id == id && j.project == project && j.location == location)
+    else {
+        return google_error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "(a1b2c3d4e5f60718): Information about job {id} could not be found in our system."
+            ),
+        );
+    };
+    if !job.active() {
+        return google_error_with(
+            StatusCode::BAD_REQUEST,
+            "FAILED_PRECONDITION",
+            format!(
+                "(9a8b7c6d5e4f3021): Workflow modification failed. Causes: (3b2a1c0d9e8f7a6b): The job {id} is in terminal state {} and cannot be updated.",
+                job.state
+            ),
+        );
+    }
+    match requested.as_str() {
+        "JOB_STATE_CANCELLED" => {
+            job.state = "JOB_STATE_CANCELLING".into();
+            job.upcoming = VecDeque::from(["JOB_STATE_CANCELLED".to_owned()]);
+        }
+        "JOB_STATE_DRAINED" => {
+            return google_error_with(
+                StatusCode::BAD_REQUEST,
+                "FAILED_PRECONDITION",
+                format!(
+                    "(5c4d3e2f1a0b9c8d): Workflow modification failed. Causes: Cannot drain the batch job {id}: only streaming jobs can be drained."
+                ),
+            );
+        }
+        other => {
+            return google_error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "(7d6e5f4a3b2c1d0e): Workflow modification failed. Causes: The requested state {other} is not a valid transition for job {id}."
+                ),
+            );
+        }
+    }
+    axum::Json(job.json()).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -740,7 +916,7 @@ pub fn router(handle: Handle) -> Router {
         )
         .route(
             "/v1b3/projects/{project}/locations/{location}/jobs/{id}",
-            get(get_job),
+            get(get_job).put(update_job),
         )
         .route(
             "/v1b3/projects/{project}/locations/{location}/jobs/{id}/messages",
@@ -748,6 +924,19 @@ pub fn router(handle: Handle) -> Router {
         )
         .route("/_fake/failures", post(control_failure))
         .route("/_fake/script", post(control_script))
+        .route(
+            "/_fake/quota",
+            post(
+                |State(h): State<Handle>, axum::Json(quota): axum::Json<Quota>| async move {
+                    h.limit_active_jobs(quota.max_active_jobs);
+                    StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .route(
+            "/_fake/stats",
+            get(|State(h): State<Handle>| async move { axum::Json(h.stats()) }),
+        )
         .route("/_fake/jobs/{id}/script", post(control_job_script))
         .route(
             "/_fake/launches",

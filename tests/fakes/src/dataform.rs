@@ -627,6 +627,53 @@ async fn workflow_invocation(
     }
 }
 
+/// `workflowInvocations.cancel` (`POST {name}:cancel`, body `{}`): a running invocation ends
+/// `CANCELLED` and so do its actions that had not ended; one that has ended is refused with
+/// 400 `FAILED_PRECONDITION`, as Dataform refuses it.
+async fn invocation_method(
+    State(handle): State<Handle>,
+    UrlPath(child): UrlPath<Child>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some((id, "cancel")) = child.id.split_once(':') else {
+        return google_error(404, format!("no method in {}", child.id));
+    };
+    if !body.is_empty() {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(fields)) if fields.keys().all(|k| k == "name") => {}
+            Ok(other) => {
+                return google_error(
+                    400,
+                    format!("Invalid JSON payload received. Unknown name in {other}"),
+                );
+            }
+            Err(e) => return google_error(400, format!("Invalid JSON payload received. {e}")),
+        }
+    }
+    let name = format!("{}/workflowInvocations/{id}", child.repo());
+    let mut inner = handle.lock();
+    let Some(invocation) = inner.invocations.get_mut(&name) else {
+        return google_error(404, format!("{name} not found"));
+    };
+    if invocation.state != "RUNNING" {
+        return google_error_as(
+            400,
+            "FAILED_PRECONDITION",
+            format!(
+                "{name} is {} and can no longer be cancelled",
+                invocation.state
+            ),
+        );
+    }
+    invocation.state = "CANCELLED";
+    for (_, state, _) in invocation.actions.iter_mut() {
+        if matches!(*state, "PENDING" | "RUNNING") {
+            *state = "CANCELLED";
+        }
+    }
+    Json(json!({})).into_response()
+}
+
 #[derive(Deserialize)]
 struct FailControl {
     status: u16,
@@ -667,7 +714,7 @@ pub fn router(handle: Handle) -> Router {
         )
         .route(
             &format!("{REPO}/workflowInvocations/{{id}}"),
-            get(workflow_invocation),
+            get(workflow_invocation).post(invocation_method),
         )
         .layer(middleware::from_fn_with_state(
             handle.clone(),

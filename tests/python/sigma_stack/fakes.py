@@ -37,6 +37,14 @@ class FakesApi:
     def jobs(self) -> list[dict[str, Any]]:
         return self._get("dataflow", "/_fake/jobs")
 
+    def limit_active_jobs(self, limit: int | None) -> None:
+        """Dataflow's concurrent-jobs quota: launches beyond `limit` active jobs get 429."""
+        self._post("dataflow", "/_fake/quota", {"max_active_jobs": limit})
+
+    def dataflow_stats(self) -> dict[str, int]:
+        """`peak_active` jobs at once and `quota_refusals` since the fake started."""
+        return self._get("dataflow", "/_fake/stats")
+
     def dataflow_activity(self) -> tuple[int, int]:
         """(launches accepted, jobs known): unchanged means nothing was launched."""
         return len(self._get("dataflow", "/_fake/launches")), len(self.jobs())

@@ -9,8 +9,18 @@ use super::encoding;
 ///
 /// Nothing here ever prints key material: `Debug` is redacted and parse errors describe
 /// the problem without quoting the input, so a key in an env var cannot leak into a log.
-#[derive(Clone, PartialEq, Eq)]
+/// Key bytes are wiped when a key is dropped (a rotated-out ring, a refused secret), and
+/// comparing keys takes the same time whatever bytes differ.
+#[derive(Clone, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 pub struct Key([u8; 32]);
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        subtle::ConstantTimeEq::ct_eq(&self.0[..], &other.0[..]).into()
+    }
+}
+
+impl Eq for Key {}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
