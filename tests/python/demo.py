@@ -3,25 +3,31 @@
 Starts the local stack (fake-gcs-server, fakes of Dataflow/Dataform/Pub/Sub, the three real
 services), encrypts a sample gzip file with the `sigma` CLI, uploads it to the trigger bucket,
 runs the real workflows/sigma.yaml with the object-finalize CloudEvent Eventarc would send, and
-prints what happened.
+prints what happened. Then the redrive story: an upload whose Dataflow job fails, `sigma runs
+--failed` listing it, the cause fixed, and `sigma replay --failed` finishing it with one new job
+and no second decrypt.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import requests
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sigma_stack.emulator import WorkflowFailed  # noqa: E402
-from sigma_stack.stack import OUTPUT_BUCKET, TRIGGER_BUCKET, Stack, bin_dir  # noqa: E402
+from sigma_stack.stack import OUTPUT_BUCKET, TRIGGER_BUCKET, WORKFLOW_NAME, Stack, bin_dir  # noqa: E402
 
 OBJECT = "data/20240115/lkp_fechas.gz.encrypted"
+FAILING_OBJECT = "data/20240116/lkp_fechas.gz.encrypted"
 
 
 def say(title: str, text: str = "") -> None:
@@ -76,8 +82,61 @@ def main() -> int:
             return 1
         report(stack, result, plaintext)
         events(stack)
+        redrive(stack, plaintext)
         print(f"\nDone in {time.monotonic() - started:.1f}s.")
     return 0
+
+
+def sigma(stack: Stack, *args: str) -> str:
+    """The operator CLI, pointed at the stack's Workflow Executions API as `stack.py up` says."""
+    env = {**os.environ, "WORKFLOW_EXECUTIONS_ENDPOINT": stack.executions.endpoint,
+           "SIGMA_WORKFLOW": WORKFLOW_NAME, "STORAGE_EMULATOR_HOST": stack.gcs.endpoint}
+    done = subprocess.run([str(bin_dir() / "sigma"), *args], env=env, capture_output=True, text=True,
+                          check=True, timeout=120)
+    return done.stdout
+
+
+def executions(stack: Stack) -> list[dict]:
+    response = requests.get(f"{stack.executions.endpoint}/v1/{WORKFLOW_NAME}/executions",
+                            params={"view": "FULL"}, timeout=30)
+    response.raise_for_status()
+    return response.json().get("executions", [])
+
+
+def wait_until_no_execution_runs(stack: Stack) -> None:
+    deadline = time.monotonic() + 120
+    while any(e["state"] in ("ACTIVE", "QUEUED") for e in executions(stack)):
+        if time.monotonic() > deadline:
+            raise SystemExit("executions still running after 120 s")
+        time.sleep(0.5)
+
+
+def redrive(stack: Stack, plaintext: bytes) -> None:
+    say("5. An upload whose Dataflow job fails (started by Eventarc through the Executions API)")
+    stack.fakes_api.next_jobs_end("JOB_STATE_FAILED")
+    token, _ = encrypt(stack, plaintext)
+    event = stack.upload(FAILING_OBJECT, token)
+    response = requests.post(f"{stack.executions.endpoint}/v1/{WORKFLOW_NAME}/executions",
+                             json={"argument": json.dumps(event)}, timeout=30)
+    response.raise_for_status()
+    wait_until_no_execution_runs(stack)
+    print(f"  gs://{TRIGGER_BUCKET}/{FAILING_OBJECT}: execution {response.json()['name'].rsplit('/', 1)[-1]} ended")
+
+    say("6. $ sigma runs --failed", sigma(stack, "runs", "--failed").rstrip())
+
+    say("7. The cause fixed", "  (the fake Dataflow's jobs succeed again, as after a pipeline fix)")
+    stack.fakes_api.reset_jobs()
+
+    say("8. $ sigma replay --failed --reason 'pipeline fixed'",
+        sigma(stack, "replay", "--failed", "--reason", "pipeline fixed").rstrip())
+    wait_until_no_execution_runs(stack)
+    say("9. $ sigma runs --object '*20240116*'", sigma(stack, "runs", "--object", "*20240116*").rstrip())
+    replayed = [e for e in executions(stack) if e["state"] == "SUCCEEDED" and '"replay"' in e.get("argument", "")]
+    result = json.loads(replayed[0]["result"]) if replayed else {}
+    jobs = stack.fakes_api.launches("lkp-fechas-2024-01-16")
+    print(f"  Dataflow jobs for the upload: {len(jobs)} (the failed one and its re-run "
+          f"{result.get('job', {}).get('name', '?')}); decrypted again: "
+          f"{'no, the verified output was kept' if result.get('decrypted', {}).get('skipped') else 'yes'}")
 
 
 def report(stack: Stack, result: dict, plaintext: bytes) -> None:
