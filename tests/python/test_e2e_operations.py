@@ -1,15 +1,18 @@
-"""Operating the chain end to end, through the real workflow and services: a failed upload
-finished by a replay that redoes only what did not succeed, and a batch larger than the
-Dataflow quota waited through instead of dropped."""
+"""Operating the chain end to end, through the real workflow and services: a failed Dataflow
+job, and a failed Dataform invocation, each finished by a replay that redoes only what did not
+succeed; a batch larger than the Dataflow quota waited through instead of dropped."""
 
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from typing import Any
 
+import requests
+
 from sigma_stack.emulator import WorkflowFailed
-from sigma_stack.stack import OUTPUT_BUCKET, Stack
+from sigma_stack.stack import DATAFORM_REPOSITORY, OUTPUT_BUCKET, Stack
 from test_e2e import run_failing, sample_gzip, upload
 
 TERMINAL = {"JOB_STATE_DONE", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_UPDATED", "JOB_STATE_DRAINED"}
@@ -43,6 +46,58 @@ def test_a_failed_job_is_finished_by_a_replay_with_one_new_job_and_no_second_dec
     again = stack.workflow().run(replay_of(event, 3))
     assert again["job"]["id"] == result["job"]["id"], "a loaded file is never loaded twice"
     assert len(stack.fakes_api.launches("lkp-fechas-2024-03-01")) == 2
+
+
+def test_a_failed_invocation_is_rerun_by_a_replay_for_only_the_actions_that_did_not_succeed(stack: Stack):
+    failing = "acme-dwh-prod.warehouse.cal_resumen"
+    event = upload(stack, "data/20240302/lkp_fechas.gz.encrypted")
+    created_before = len(stack.fakes_api.invocations())
+    stack.fakes_api.invocations_finish_after_reads(None)
+    outcome: dict[str, Any] = {}
+
+    def first_attempt() -> None:
+        try:
+            outcome["error"] = run_failing(stack.workflow(POLL_DEADLINE_SECONDS="60"), event)
+        except BaseException as broken:  # noqa: BLE001 - reported by the assertions below
+            outcome["broken"] = broken
+
+    try:
+        runner = threading.Thread(target=first_attempt)
+        runner.start()
+        deadline = time.monotonic() + 60
+        while len(stack.fakes_api.invocations()) == created_before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (invocation,) = _invocation_names(stack)[created_before:]
+        stack.fakes_api.complete_invocation(invocation, {failing: "division by zero"})
+        runner.join(timeout=60)
+    finally:
+        stack.fakes_api.invocations_finish_after_reads(1)
+    assert outcome.get("error", {}).get("reason") == "dataform_invocation_failed", outcome
+
+    result = stack.workflow().run(replay_of(event, 2))
+
+    assert result["status"] == "succeeded" and result["dataform"]["state"] == "SUCCEEDED"
+    assert result["job"]["adopted"] is True, "the loaded file is not loaded again"
+    first, rerun = stack.fakes_api.invocations()[created_before:]
+    targets = lambda created: {  # noqa: E731
+        f"{t['database']}.{t['schema']}.{t['name']}" for t in created["invocationConfig"]["includedTargets"]}
+    assert failing in targets(rerun)
+    assert targets(rerun) < targets(first), "only what did not succeed, and what depends on it"
+    assert result["dataform"]["count"] == len(targets(rerun))
+
+
+def _invocation_names(stack: Stack) -> list[str]:
+    """Names of the invocations the fake Dataform created, oldest first (its ids count up)."""
+    names, token = [], ""
+    while True:
+        response = requests.get(f"{stack.fakes['dataform']}/v1/{DATAFORM_REPOSITORY}/workflowInvocations",
+                                params={"pageSize": 1000, "pageToken": token}, timeout=10)
+        response.raise_for_status()
+        page = response.json()
+        names += [invocation["name"] for invocation in page.get("workflowInvocations", [])]
+        token = page.get("nextPageToken", "")
+        if not token:
+            return names
 
 
 #: What the forked chains of the batch test read: set before forking, inherited by each child.

@@ -55,6 +55,11 @@ class FakesApi:
         """Invocations succeed once read `reads` times (None: they keep running)."""
         self._post("dataform", "/_fake/auto_complete", {"after_gets": reads})
 
+    def complete_invocation(self, invocation: str, failed: dict[str, str]) -> None:
+        """Ends a running invocation: the `failed` targets (`database.schema.name`: reason) fail,
+        their dependents are skipped, the rest succeed."""
+        self._post("dataform", f"/_fake/invocations/{invocation.rsplit('/', 1)[-1]}/complete", {"failed": failed})
+
     def invocations(self) -> list[dict[str, Any]]:
         """The `workflowInvocations.create` bodies Dataform accepted, in order."""
         return self._get("dataform", "/_fake/invocations")
