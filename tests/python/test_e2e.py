@@ -102,6 +102,7 @@ def test_tampered_file_fails_at_decrypt_with_nothing_written_or_launched(stack):
 
     assert error["code"] == 422
     assert error["body"]["error"]["code"] == "invalid_token"
+    assert error["step"] == "decrypt", "the execution's error names the step, for `sigma runs`"
     source = f"gs://{TRIGGER_BUCKET}/data/20240117/lkp_fechas.gz.encrypted"
     assert stack.statuses("decrypt", "/decrypt", source) == [422], "a 4xx is not retried"
     assert stack.gcs.get(OUTPUT_BUCKET, "data/20240117/lkp_fechas.gz") is None
