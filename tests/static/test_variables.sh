@@ -49,6 +49,9 @@ case_ "a fractional poll interval is refused" "poll_interval_seconds must be a w
 case_ "a deadline shorter than the interval is refused" "poll_deadline_seconds must be a whole number of seconds between" -var poll_interval_seconds=60 -var poll_deadline_seconds=30
 case_ "a deadline of 2000 intervals is accepted" "" -var poll_interval_seconds=1 -var poll_deadline_seconds=2000
 case_ "a deadline of more than 2000 intervals is refused" "poll_deadline_seconds must be a whole number of seconds between" -var poll_interval_seconds=1 -var poll_deadline_seconds=2001
+case_ "a backpressure window of one second is accepted" "" -var backpressure_window_seconds=1
+case_ "a backpressure window of zero is refused" "backpressure_window_seconds must be a whole number of seconds, at least 1" -var backpressure_window_seconds=0
+case_ "a fractional backpressure window is refused" "backpressure_window_seconds must be a whole number of seconds, at least 1" -var backpressure_window_seconds=1.5
 case_ "dataform_service_account is required" "No value for required variable" --omit=dataform_service_account
 case_ "dataform_service_account must be a service account email" "dataform_service_account must be a service account email" -var dataform_service_account=runner
 case_ "freshness takes durations" "" -var 'freshness={"lkp_fechas":"24h","ventas":"1d12h"}'
