@@ -1,8 +1,10 @@
 # syntax=docker/dockerfile:1
 #
-# One image for all of sigma: the three service binaries and the `sigma` CLI. Cloud Run picks
-# the service with the container command, e.g. command = ["/usr/local/bin/sigma-decrypt"]
-# (see infra/run.tf); with no command the image prints the CLI's help.
+# One image for the three services. Cloud Run picks the service with the container command,
+# e.g. command = ["/usr/local/bin/sigma-decrypt"] (see infra/run.tf); with no command it runs
+# sigma-decrypt. The `sigma` operator CLI is not in it: operators run it where their own
+# credentials are (`cargo install --path cli`), and its Workflow Executions and Cloud Storage
+# clients would add 15 MB to every cold start of every service.
 #
 #   docker build -t sigma .
 #   docker run --rm -p 8080:8080 -e OUTPUT_BUCKET=... sigma /usr/local/bin/sigma-decrypt
@@ -31,10 +33,10 @@ COPY . .
 RUN cargo build --release --locked
 
 # distroless/cc: glibc, libgcc, CA certificates and tzdata, no shell, no package manager. The
-# runtime image is that base plus the four binaries below.
+# runtime image is that base plus the three service binaries below.
 FROM gcr.io/distroless/cc-debian12:nonroot
 #checkov:skip=CKV_DOCKER_2:Cloud Run ignores Docker HEALTHCHECK and probes GET /healthz itself (startup and liveness probes in infra/run.tf); the distroless image has no shell or client to run one.
-COPY --from=builder /src/target/release/sigma-decrypt /src/target/release/sigma-dataflow /src/target/release/sigma-dataform /src/target/release/sigma /usr/local/bin/
+COPY --from=builder /src/target/release/sigma-decrypt /src/target/release/sigma-dataflow /src/target/release/sigma-dataform /usr/local/bin/
 USER 65532:65532
 EXPOSE 8080
-CMD ["/usr/local/bin/sigma", "--help"]
+CMD ["/usr/local/bin/sigma-decrypt"]

@@ -29,7 +29,7 @@ def replay_of(event: dict, attempt: int, **extra) -> dict:
 
 def test_a_failed_job_is_finished_by_a_replay_with_one_new_job_and_no_second_decrypt(stack: Stack):
     stack.fakes_api.next_jobs_end("JOB_STATE_FAILED")
-    event = upload(stack, "data/20240301/lkp_fechas.gz.encrypted")
+    event = upload(stack, "data/20240601/lkp_fechas.gz.encrypted")
     error = run_failing(stack.workflow(), event)
     assert error["reason"] == "dataflow_job_failed"
 
@@ -41,16 +41,16 @@ def test_a_failed_job_is_finished_by_a_replay_with_one_new_job_and_no_second_dec
     assert result["decrypted"]["skipped"] is True, "the verified output is not decrypted again"
     assert result["job"]["name"].endswith("-a2")
     assert result["dataform"]["state"] == "SUCCEEDED"
-    assert len(stack.fakes_api.launches("lkp-fechas-2024-03-01")) == 2
+    assert len(stack.fakes_api.launches("lkp-fechas-2024-06-01")) == 2
 
     again = stack.workflow().run(replay_of(event, 3))
     assert again["job"]["id"] == result["job"]["id"], "a loaded file is never loaded twice"
-    assert len(stack.fakes_api.launches("lkp-fechas-2024-03-01")) == 2
+    assert len(stack.fakes_api.launches("lkp-fechas-2024-06-01")) == 2
 
 
 def test_a_failed_invocation_is_rerun_by_a_replay_for_only_the_actions_that_did_not_succeed(stack: Stack):
     failing = "acme-dwh-prod.warehouse.cal_resumen"
-    event = upload(stack, "data/20240302/lkp_fechas.gz.encrypted")
+    event = upload(stack, "data/20240602/lkp_fechas.gz.encrypted")
     created_before = len(stack.fakes_api.invocations())
     stack.fakes_api.invocations_finish_after_reads(None)
     outcome: dict[str, Any] = {}
