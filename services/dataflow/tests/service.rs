@@ -10,6 +10,7 @@ use sigma_dataflow::plan::Site;
 use sigma_dataflow::registry::{Registry, SiteDefaults};
 use sigma_dataflow::{Launcher, app};
 use sigma_fakes::dataflow::{FakeDataflow, Method};
+use sigma_fakes::faults::{Fault, FaultProxy};
 use sigma_fakes::gcs::FakeGcs;
 use sigma_fakes::metadata::FakeMetadata;
 use sigma_fakes::pubsub::FakePubsub;
@@ -25,6 +26,8 @@ const TOPIC: &str = "projects/company-data-prod/topics/sigma-events";
 
 struct Stack {
     gcs: FakeGcs,
+    /// In front of fake-gcs-server when the stack was assembled with one.
+    storage_proxy: Option<FaultProxy>,
     dataflow: FakeDataflow,
     metadata: FakeMetadata,
     pubsub: FakePubsub,
@@ -49,12 +52,30 @@ impl Stack {
         dataflow_fake: FakeDataflow,
         endpoint: &str,
     ) -> Self {
+        Self::assemble(yaml, dataflow_fake, endpoint, false).await
+    }
+
+    /// With `proxy_storage`, the service reaches Cloud Storage through a fault proxy.
+    async fn assemble(
+        yaml: &str,
+        dataflow_fake: FakeDataflow,
+        endpoint: &str,
+        proxy_storage: bool,
+    ) -> Self {
         let gcs = FakeGcs::start(&[OUTPUT, CONFIGS]).await.unwrap();
+        let storage_proxy = if proxy_storage {
+            Some(FaultProxy::start(&gcs.endpoint).await.unwrap())
+        } else {
+            None
+        };
+        let storage_endpoint = storage_proxy
+            .as_ref()
+            .map_or_else(|| gcs.endpoint.clone(), |proxy| proxy.endpoint.clone());
         let metadata = FakeMetadata::start_with("token-from-metadata", PROJECT)
             .await
             .unwrap();
         let storage = Storage::builder()
-            .with_endpoint(gcs.endpoint.clone())
+            .with_endpoint(storage_endpoint)
             .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
             .build()
             .await
@@ -80,6 +101,7 @@ impl Stack {
         let addr = sigma_shared::server::spawn(app(launcher)).await.unwrap();
         Self {
             gcs,
+            storage_proxy,
             dataflow: dataflow_fake,
             metadata,
             pubsub,
@@ -733,8 +755,6 @@ async fn dataflow_errors_keep_googles_message_and_say_whether_to_retry() {
 
 #[tokio::test]
 async fn dataflow_errors_are_classified_by_their_rpc_code_and_a_412_is_a_non_retryable_502() {
-    use sigma_fakes::faults::{Fault, FaultProxy};
-
     let dataflow_fake = FakeDataflow::start().await.unwrap();
     let proxy = FaultProxy::start(&dataflow_fake.endpoint()).await.unwrap();
     let stack = Stack::with_dataflow_endpoint(EXAMPLE, dataflow_fake, &proxy.endpoint).await;
@@ -1190,4 +1210,134 @@ async fn a_full_dataflow_quota_is_429_quota_exhausted_for_the_workflow_to_wait_o
         status, 200,
         "the same request goes through once the quota has room: {launched}"
     );
+}
+
+/// Where the fault hits a launch: the upload's config, the launch itself, the launch record.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    ConfigWrite,
+    Launch,
+    RecordWrite,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Break {
+    Status503,
+    /// The connection drops while the request is sent: the server never sees it.
+    CutRequest,
+    /// The server carries the request out; its answer never arrives.
+    CutAfterUpstream,
+}
+
+/// Issue 11's fault matrix, sigma-dataflow's row: whatever breaks, the first `/launch` and
+/// the workflow's retry of it end in exactly one job, one config and one record.
+async fn fault_cell(step: Step, how: Break) {
+    let dataflow_fake = FakeDataflow::start().await.unwrap();
+    let dataflow_proxy = FaultProxy::start(&dataflow_fake.endpoint()).await.unwrap();
+    let stack = Stack::assemble(EXAMPLE, dataflow_fake, &dataflow_proxy.endpoint, true).await;
+    let storage_proxy = stack.storage_proxy.as_ref().unwrap();
+    let name = "data/20240115/lkp_fechas.gz";
+    let generation = stack.upload(name).await;
+    let job_name = format!("lkp-fechas-2024-01-15-{}", base36(generation as u64));
+    let fault = match how {
+        Break::Status503 => Fault::status(503),
+        Break::CutRequest => Fault::cut_request_after(8),
+        Break::CutAfterUpstream => Fault::cut_after_upstream(),
+    }
+    .method("POST");
+    match step {
+        Step::ConfigWrite => {
+            storage_proxy.inject(fault.path_contains(&format!("{job_name}.config")))
+        }
+        Step::Launch => dataflow_proxy.inject(fault.path_contains("flexTemplates:launch")),
+        Step::RecordWrite => {
+            storage_proxy.inject(fault.path_contains(&format!("{job_name}.launch.json")))
+        }
+    }
+    let first = stack.launch(request(name, generation)).await;
+    assert_eq!(
+        storage_proxy.fired() + dataflow_proxy.fired(),
+        1,
+        "{step:?} x {how:?}: the fault must fire: {:?}",
+        storage_proxy.requests()
+    );
+    match step {
+        // Dataflow's answer is lost or refused: the caller is told to retry. Cloud Storage
+        // writes carry preconditions, so the storage client retries them itself.
+        Step::Launch => assert_eq!(
+            (first.0, first.1["error"]["retryable"].as_bool()),
+            (503, Some(true)),
+            "{step:?} x {how:?}: {}",
+            first.1
+        ),
+        Step::ConfigWrite | Step::RecordWrite => {
+            assert_eq!(first.0, 200, "{step:?} x {how:?}: {}", first.1)
+        }
+    }
+    let (status, retried) = stack.launch(request(name, generation)).await;
+    assert_eq!(status, 200, "{step:?} x {how:?}: the retry: {retried}");
+    if first.0 == 200 {
+        assert_eq!(retried["job_id"], first.1["job_id"]);
+    }
+    let jobs = stack.dataflow.handle.jobs();
+    assert_eq!(jobs.len(), 1, "{step:?} x {how:?}: one job: {jobs:?}");
+    assert_eq!(retried["job_id"], jobs[0].id.as_str());
+    let objects = stack.config_objects().await;
+    let of_job = |suffix: &str| {
+        objects
+            .iter()
+            .filter(|o| o.ends_with(&format!("{job_name}{suffix}")))
+            .count()
+    };
+    assert_eq!(
+        (of_job(".config"), of_job(".launch.json")),
+        (1, 1),
+        "{objects:?}"
+    );
+}
+
+#[tokio::test]
+async fn config_write_answered_503() {
+    fault_cell(Step::ConfigWrite, Break::Status503).await;
+}
+
+#[tokio::test]
+async fn config_write_cut_before_storage_saw_it() {
+    fault_cell(Step::ConfigWrite, Break::CutRequest).await;
+}
+
+#[tokio::test]
+async fn config_write_cut_after_storage_carried_it_out() {
+    fault_cell(Step::ConfigWrite, Break::CutAfterUpstream).await;
+}
+
+#[tokio::test]
+async fn launch_answered_503() {
+    fault_cell(Step::Launch, Break::Status503).await;
+}
+
+#[tokio::test]
+async fn launch_cut_before_dataflow_saw_it() {
+    fault_cell(Step::Launch, Break::CutRequest).await;
+}
+
+/// The job was created, its answer lost: the retry finds it by name and adopts it.
+#[tokio::test]
+async fn launch_cut_after_dataflow_carried_it_out_is_adopted_not_repeated() {
+    fault_cell(Step::Launch, Break::CutAfterUpstream).await;
+}
+
+#[tokio::test]
+async fn record_write_answered_503() {
+    fault_cell(Step::RecordWrite, Break::Status503).await;
+}
+
+#[tokio::test]
+async fn record_write_cut_before_storage_saw_it() {
+    fault_cell(Step::RecordWrite, Break::CutRequest).await;
+}
+
+#[tokio::test]
+async fn record_write_cut_after_storage_carried_it_out() {
+    fault_cell(Step::RecordWrite, Break::CutAfterUpstream).await;
 }
