@@ -93,13 +93,7 @@ impl Launcher {
             Some(generation) => generation,
             None => self.current_generation(&object).await?,
         };
-        let plan = plan::plan(
-            &self.registry,
-            &self.site,
-            &object,
-            Some(generation),
-            request.attempt,
-        )?;
+        let plan = self.plan(request, &object, generation)?;
         let launch_request = plan.launch_request(true);
         self.dataflow
             .launch(&plan.project, &plan.region, &launch_request)
@@ -123,13 +117,7 @@ impl Launcher {
         };
         span.record("generation", generation.get());
         span.record("attempt", request.attempt.get());
-        let plan = plan::plan(
-            &self.registry,
-            &self.site,
-            &object,
-            Some(generation),
-            request.attempt,
-        )?;
+        let plan = self.plan(request, &object, generation)?;
         let record_object = records::record_object(&self.site, &plan.job_name);
 
         if let Some(record) = records::read_record(&self.storage, &record_object).await? {
@@ -250,6 +238,21 @@ impl Launcher {
             }
         }
         Ok(None)
+    }
+
+    fn plan(
+        &self,
+        request: &LaunchRequest,
+        object: &ObjectRef,
+        generation: Generation,
+    ) -> Result<LaunchPlan, Error> {
+        Ok(plan::plan(
+            &self.registry,
+            &self.site,
+            object,
+            Some(generation),
+            request.attempt,
+        )?)
     }
 
     async fn current_generation(&self, object: &ObjectRef) -> Result<Generation, Error> {

@@ -292,39 +292,30 @@ impl DataformApi {
     /// failures listed.
     pub async fn status(&self, name: &str, sample: Sample) -> Result<Status, DataformError> {
         let state = self.invocation(name).await?.state;
-        let mut pages = self
-            .client
-            .query_workflow_invocation_actions()
-            .set_name(name)
-            .set_page_size(PAGE_SIZE)
-            .by_page();
         let mut actions = BTreeMap::new();
         let mut failed = Vec::new();
         let mut count = 0;
-        while let Some(page) = pages.next().await {
-            let page =
-                page.map_err(|e| DataformError::google("read the invocation's actions", &e))?;
-            for action in page.workflow_invocation_actions {
-                count += 1;
-                let action_state = action
-                    .state
-                    .name()
-                    .unwrap_or("STATE_UNSPECIFIED")
-                    .to_owned();
-                if action.state == model::workflow_invocation_action::State::Failed
-                    && sample.admits(failed.len())
-                {
-                    failed.push(FailedAction {
-                        target: action
-                            .target
-                            .map(|t| graph_target(&t).to_string())
-                            .unwrap_or_default(),
-                        failure_reason: action.failure_reason,
-                    });
-                }
-                *actions.entry(action_state).or_insert(0) += 1;
+        self.each_action(name, |action| {
+            count += 1;
+            let action_state = action
+                .state
+                .name()
+                .unwrap_or("STATE_UNSPECIFIED")
+                .to_owned();
+            if action.state == model::workflow_invocation_action::State::Failed
+                && sample.admits(failed.len())
+            {
+                failed.push(FailedAction {
+                    target: action
+                        .target
+                        .map(|t| graph_target(&t).to_string())
+                        .unwrap_or_default(),
+                    failure_reason: action.failure_reason,
+                });
             }
-        }
+            *actions.entry(action_state).or_insert(0) += 1;
+        })
+        .await?;
         Ok(Status {
             invocation: name.to_owned(),
             terminal: matches!(state.as_str(), "SUCCEEDED" | "FAILED" | "CANCELLED"),
@@ -354,26 +345,40 @@ impl DataformApi {
     /// The targets whose actions ended well in the invocation: `SUCCEEDED`, or `DISABLED`,
     /// which Dataform counts as success.
     pub async fn succeeded_targets(&self, name: &str) -> Result<HashSet<Target>, DataformError> {
+        use model::workflow_invocation_action::State;
+        let mut succeeded = HashSet::new();
+        self.each_action(name, |action| {
+            if matches!(action.state, State::Succeeded | State::Disabled)
+                && let Some(target) = &action.target
+            {
+                succeeded.insert(graph_target(target));
+            }
+        })
+        .await?;
+        Ok(succeeded)
+    }
+
+    /// Every action of the invocation, page by page (`queryWorkflowInvocationActions`),
+    /// without holding more than a page: a closure can have 100,000 actions.
+    async fn each_action(
+        &self,
+        name: &str,
+        mut visit: impl FnMut(model::WorkflowInvocationAction),
+    ) -> Result<(), DataformError> {
         let mut pages = self
             .client
             .query_workflow_invocation_actions()
             .set_name(name)
             .set_page_size(PAGE_SIZE)
             .by_page();
-        let mut succeeded = HashSet::new();
         while let Some(page) = pages.next().await {
             let page =
                 page.map_err(|e| DataformError::google("read the invocation's actions", &e))?;
-            for action in page.workflow_invocation_actions {
-                use model::workflow_invocation_action::State;
-                if matches!(action.state, State::Succeeded | State::Disabled)
-                    && let Some(target) = &action.target
-                {
-                    succeeded.insert(graph_target(target));
-                }
-            }
+            page.workflow_invocation_actions
+                .into_iter()
+                .for_each(&mut visit);
         }
-        Ok(succeeded)
+        Ok(())
     }
 }
 

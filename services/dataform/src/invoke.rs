@@ -188,7 +188,6 @@ impl Invoker {
             .key
             .as_deref()
             .map(|key| attempt_key(key, request.attempt));
-        let mut rerun_of_ended = false;
         if let (Some(base), false) = (&request.key, request.attempt.is_first() || request.dry_run) {
             match self.earlier(base, request.attempt).await? {
                 Earlier::Adopt(found, attempt) => {
@@ -207,20 +206,14 @@ impl Invoker {
                     answer.attempt = attempt;
                     return Ok(replay(&snapshot.graph, answer, &digest, found));
                 }
-                Earlier::Ended(succeeded) => {
-                    rerun_of_ended = true;
-                    if request.rerun == Rerun::Failed {
-                        nodes = still_to_run(&snapshot.graph, &nodes, &succeeded);
-                    }
+                Earlier::Ended(succeeded) if request.rerun == Rerun::Failed => {
+                    nodes = still_to_run(&snapshot.graph, &nodes, &succeeded);
                 }
+                Earlier::Ended(_) => {}
                 Earlier::Nothing => {}
             }
         }
         let answer = self.answer_for(&snapshot, source, &nodes, request);
-        if answer.skipped && rerun_of_ended && !request.dry_run {
-            tracing::info!("a re-run found every action of the closure already succeeded");
-            return Ok(answer);
-        }
         // An invocation without targets runs the whole project: never create one.
         if answer.skipped || request.dry_run {
             if answer.skipped && !request.dry_run {
