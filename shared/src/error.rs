@@ -73,6 +73,11 @@ impl ApiError {
         }
     }
 
+    /// Whether an answer with this status carries `Retry-After`.
+    pub fn says_retry_after(status: StatusCode) -> bool {
+        status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
+    }
+
     /// The JSON body, for places that need it outside a response (e.g. tests, events).
     pub fn body(&self) -> serde_json::Value {
         serde_json::to_value(Envelope {
@@ -99,9 +104,7 @@ impl IntoResponse for ApiError {
             tracing::warn!(code = self.code, "{}", self.message);
         }
         let mut response = (self.status, Json(self.body())).into_response();
-        if self.status == StatusCode::TOO_MANY_REQUESTS
-            || self.status == StatusCode::SERVICE_UNAVAILABLE
-        {
+        if Self::says_retry_after(self.status) {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from_static("1"),

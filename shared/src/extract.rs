@@ -13,6 +13,11 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
+/// The one refusal of a request the extractors cannot read (the OpenAPI documents list it).
+pub fn invalid_request(status: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError::new(status, "invalid_request", message)
+}
+
 pub struct JsonBody<T>(pub T);
 
 impl<T, S> FromRequest<S> for JsonBody<T>
@@ -25,11 +30,10 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state)
             .await
-            .map_err(|e| ApiError::new(e.status(), "invalid_request", e.body_text()))?;
+            .map_err(|e| invalid_request(e.status(), e.body_text()))?;
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            ApiError::new(
+            invalid_request(
                 StatusCode::BAD_REQUEST,
-                "invalid_request",
                 format!("invalid request body: {e}"),
             )
         })
@@ -53,9 +57,8 @@ where
             .await
             .map(|axum::extract::Query(value)| Query(value))
             .map_err(|e| {
-                ApiError::new(
+                invalid_request(
                     StatusCode::BAD_REQUEST,
-                    "invalid_request",
                     format!("invalid query string: {}", e.body_text()),
                 )
             })
@@ -77,9 +80,8 @@ where
             .await
             .map(|axum::extract::Path(value)| Path(value))
             .map_err(|e| {
-                ApiError::new(
+                invalid_request(
                     StatusCode::BAD_REQUEST,
-                    "invalid_request",
                     format!("invalid path: {}", e.body_text()),
                 )
             })

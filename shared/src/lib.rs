@@ -14,6 +14,7 @@ pub mod events;
 pub mod extract;
 pub mod google;
 pub mod object;
+pub mod openapi;
 pub mod redact;
 pub mod server;
 pub mod storage;

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::Request;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
@@ -15,23 +16,39 @@ use tracing::Instrument;
 
 use crate::config::{self, ConfigError};
 use crate::error::ApiError;
+use crate::openapi;
 use crate::telemetry::TraceParent;
+use utoipa::openapi::OpenApi;
 
-/// Adds what every service answers besides its own routes: `GET /healthz`, JSON 404/405,
-/// and one span per request that handlers fill in (`object`, `generation`, `bytes`) and
-/// that ends in exactly one log line with status and latency.
-pub fn finish(routes: Router) -> Router {
+/// Adds what every service answers besides its own routes: `GET /healthz`, its OpenAPI
+/// document at `GET /openapi.json`, JSON 404/405, and one span per request that handlers
+/// fill in (`object`, `generation`, `bytes`) and that ends in exactly one log line with
+/// status and latency.
+pub fn finish(routes: Router, document: &OpenApi) -> Router {
+    let document = Bytes::from(openapi::to_json(document));
     routes
         .route("/healthz", get(|| async { "ok" }))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "method not allowed on this route",
-            )
-        })
+        .route(
+            "/openapi.json",
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], document) }),
+        )
+        .fallback(|| async { not_found() })
+        .method_not_allowed_fallback(|| async { method_not_allowed() })
         .layer(middleware::from_fn(request_span))
+}
+
+/// A path no route serves.
+pub fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// A route asked with a method it does not serve.
+pub fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
 }
 
 async fn request_span(request: Request, next: Next) -> Response {
@@ -122,7 +139,10 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_routes_and_methods_answer_json_errors() {
-        let app = finish(Router::new().route("/x", axum::routing::post(|| async { "x" })));
+        let app = finish(
+            Router::new().route("/x", axum::routing::post(|| async { "x" })),
+            &OpenApi::default(),
+        );
         let not_found = app
             .clone()
             .oneshot(

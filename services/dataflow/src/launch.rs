@@ -39,7 +39,7 @@ pub struct Launcher {
     pub events: Events,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LaunchRequest {
     pub bucket: BucketName,
@@ -54,7 +54,7 @@ pub struct LaunchRequest {
     pub dry_run: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Launched {
     pub job_id: JobId,
     pub job_name: JobName,
@@ -74,10 +74,12 @@ pub struct Launched {
     pub adopted: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DryRun {
     pub dry_run: bool,
+    #[schema(value_type = Object)]
     pub plan: LaunchPlan,
+    #[schema(value_type = Object)]
     pub launch_request: LaunchFlexTemplateRequest,
 }
 

@@ -95,17 +95,22 @@ fn may_have_happened(error: &google_cloud_gax::error::Error) -> bool {
     !matches!(error.http_status_code(), Some(400..=499))
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A failed action and why it failed.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FailedAction {
     pub target: String,
     pub failure_reason: String,
 }
 
 /// The `/invocations/{id}` answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = InvocationStatus)]
 pub struct Status {
+    /// The invocation's full name.
     pub invocation: String,
+    /// Dataform's state: `RUNNING`, `SUCCEEDED`, `FAILED`, `CANCELLED` or `CANCELING`.
     pub state: String,
+    /// True for `SUCCEEDED`, `FAILED` and `CANCELLED`: poll until it is.
     pub terminal: bool,
     /// How many actions the invocation runs.
     pub count: usize,

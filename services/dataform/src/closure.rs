@@ -60,7 +60,8 @@ pub fn closure(graph: &Graph, source: u32) -> Vec<u32> {
 }
 
 /// One action as `/closure`, `/invoke` and `sigma closure --json` show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Action)]
 pub struct ActionView {
     pub database: String,
     pub schema: String,
@@ -106,7 +107,9 @@ impl ActionView {
 }
 
 /// The `/closure` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The actions that depend on the loaded table, dependencies first.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Closure)]
 pub struct Report {
     pub source: Target,
     pub actions: Vec<ActionView>,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use sigma_shared::HttpError;
 use sigma_shared::google::Failure;
+use sigma_shared::openapi::ErrorDoc;
 use sigma_shared::storage::StorageError;
 
 use crate::graph::GraphError;
@@ -120,6 +121,97 @@ impl HttpError for DataformError {
             Self::GraphUnavailable(e) => e.retryable(),
             other => sigma_shared::error::is_transient(other.status()),
         }
+    }
+}
+
+impl DataformError {
+    /// One error of each kind the service answers, with when it happens: the OpenAPI
+    /// document takes status, code and retryability from them through [`HttpError`].
+    pub fn documented() -> Vec<ErrorDoc> {
+        let google = |failure| Self::Google {
+            operation: "invoke",
+            failure,
+            message: String::new(),
+        };
+        let mut documented = vec![
+            ErrorDoc::of(
+                &Self::InvalidRequest(String::new()),
+                "No table given; an invalid table or object name, idempotency key, invocation id, `attempt` or `rerun`.",
+            ),
+            ErrorDoc::of(&Self::UnknownTable(String::new()), "No such target."),
+            ErrorDoc::of(
+                &Self::UnknownInvocation(String::new()),
+                "No such invocation.",
+            ),
+            ErrorDoc::of(
+                &Self::UnknownMethod(String::new()),
+                "A `POST` under `/invocations/` other than `/invocations/{id}:cancel`.",
+            ),
+            ErrorDoc::of(
+                &Self::AmbiguousTable {
+                    name: String::new(),
+                    candidates: Vec::new(),
+                },
+                "A bare name matches several targets (listed in the message).",
+            ),
+            ErrorDoc::of(
+                &Self::CompilationFailed(Vec::new()),
+                "The project does not compile (`compilationErrors` or the file's `graphErrors`), with the compiler's messages.",
+            ),
+            ErrorDoc::of(
+                &Self::InvocationsUnavailable,
+                "`/invoke` (other than a dry run or an empty closure) or `/invocations` with a graph file as the source.",
+            ),
+            ErrorDoc::of(
+                &google(Failure::Throttled),
+                "Dataform answered `RESOURCE_EXHAUSTED` or HTTP 429, or Cloud Storage did for the state bucket: wait and retry.",
+            ),
+            ErrorDoc::of(
+                &google(Failure::Transient),
+                "Dataform answered 5xx or an RPC status that means \"try again\", or could not be reached.",
+            ),
+            ErrorDoc::of(
+                &Self::InvocationInProgress,
+                "Another request with this idempotency key is creating the invocation; retry shortly.",
+            ),
+            ErrorDoc::of(
+                &Self::InvalidGraph(GraphError::Cycle(String::new())),
+                "The configured graph file is unreadable, cyclic or has duplicate targets: an operator must fix it.",
+            ),
+            ErrorDoc::of(
+                &Self::CorruptRecord(String::new()),
+                "An idempotency record in `DATAFORM_STATE_BUCKET` is unreadable: an operator must look at it.",
+            ),
+            ErrorDoc::of(
+                &google(Failure::Unexpected),
+                "Dataform gave an answer that could not be read.",
+            ),
+        ];
+        for status in [
+            StatusCode::BAD_REQUEST,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::FORBIDDEN,
+            StatusCode::NOT_FOUND,
+            StatusCode::CONFLICT,
+        ] {
+            let failure = if status == StatusCode::NOT_FOUND {
+                Failure::NotFound
+            } else {
+                Failure::Rejected(status)
+            };
+            documented.push(ErrorDoc::of(
+                &google(failure),
+                "Dataform refused the call for another reason (e.g. 403: permission denied).",
+            ));
+        }
+        let state = sigma_shared::ObjectRef::new(
+            "company_config_bucket".parse().expect("a bucket name"),
+            "dataform/invocations/0.json"
+                .parse()
+                .expect("an object name"),
+        );
+        documented.extend(sigma_shared::openapi::storage_errors(&state));
+        documented
     }
 }
 

@@ -40,10 +40,14 @@ pub struct Invoker {
 }
 
 /// The `/invoke` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Invoked {
+    /// The invocation's full name; `null` when nothing was created (a dry run, an empty
+    /// closure or nothing left to re-run).
     pub invocation: Option<String>,
     pub compilation_result: Option<String>,
+    /// Dataform's state of the invocation: `RUNNING`, `SUCCEEDED`, `FAILED`, `CANCELLED`
+    /// or `CANCELING`.
     pub state: Option<String>,
     pub source: Target,
     /// The actions, dependencies first; at most `actions_sample` of them.
@@ -59,7 +63,8 @@ pub struct Invoked {
 }
 
 /// The `POST /invocations/{id}:cancel` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = InvocationCancelled)]
 pub struct Cancelled {
     #[serde(flatten)]
     pub status: Status,

@@ -14,6 +14,7 @@ pub mod graph;
 pub mod idempotency;
 pub mod invoke;
 pub mod name;
+pub mod openapi;
 pub mod request;
 pub mod routes;
 pub mod source;

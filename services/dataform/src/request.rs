@@ -7,37 +7,57 @@
 
 use serde::Deserialize;
 use sigma_shared::{Attempt, BucketName, Generation, ObjectName, ObjectRef, Rerun};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::DataformError;
 use crate::name::TableName;
 
 /// `POST /closure`: which table was loaded, named (`table`, or the registry's
 /// `dataform_table`) or derived from the loaded object's name.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClosureRequest {
+    /// The loaded table: `name`, `schema.name` or `database.schema.name`.
+    #[schema(examples("lkp_fechas"))]
     table: Option<String>,
+    /// The pipeline registry's `dataform_table`, used when `table` is absent.
     dataform_table: Option<String>,
+    /// The loaded file's bucket.
     bucket: Option<BucketName>,
+    /// The loaded file; without `table` its file name without directories or extensions
+    /// is the table.
     name: Option<ObjectName>,
     generation: Option<Generation>,
+    /// List at most this many actions (`count` is always the total).
     actions_sample: Option<usize>,
 }
 
 /// `POST /invoke`: the loaded table as for `/closure`, and how to invoke.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InvokeRequest {
+    /// The loaded table: `name`, `schema.name` or `database.schema.name`.
+    #[schema(examples("lkp_fechas"))]
     table: Option<String>,
+    /// The pipeline registry's `dataform_table`, used when `table` is absent.
     dataform_table: Option<String>,
+    /// The loaded file's bucket.
     bucket: Option<BucketName>,
+    /// The loaded file; without `table` its file name without directories or extensions
+    /// is the table.
     name: Option<ObjectName>,
     generation: Option<Generation>,
     #[serde(default)]
     fully_refresh_incremental: bool,
+    /// Answer what would run, create nothing.
     #[serde(default)]
     dry_run: bool,
+    /// The same key never starts the same actions twice; when absent and `bucket`, `name`
+    /// and `generation` are all given, the key is `bucket/name/generation`.
+    #[schema(min_length = 1, max_length = 2048)]
     idempotency_key: Option<String>,
+    /// List at most the first this many actions, dependencies first; the invocation always
+    /// runs the whole closure.
     actions_sample: Option<usize>,
     #[serde(default)]
     attempt: Attempt,
@@ -46,9 +66,11 @@ pub struct InvokeRequest {
 }
 
 /// `GET /invocations/{id}?actions_sample=N`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct StatusQuery {
+    /// List at most this many failed actions (all of them are counted).
     actions_sample: Option<usize>,
 }
 

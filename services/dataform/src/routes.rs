@@ -26,25 +26,89 @@ pub fn app(invoker: Arc<Invoker>) -> Router {
                 get(invocation).post(invocation_method),
             )
             .with_state(invoker),
+        &crate::openapi::document(),
     )
 }
 
-async fn closure_of(
+/// The actions that depend on the loaded table, directly or transitively, dependencies
+/// first; the table itself is not one of them. Nothing is created.
+#[utoipa::path(
+    post,
+    path = "/closure",
+    tag = "dataform",
+    operation_id = "closure",
+    request_body(
+        content = ClosureRequest,
+        description = "Any `Content-Type`: the body is read as JSON. The loaded table is `table`, else `dataform_table`, else the loaded object's file name without directories or extensions. Unknown fields are refused.",
+        example = json!({"table": "lkp_fechas"})
+    ),
+    responses(
+        (status = 200, description = "The closure.", body = Report,
+         example = json!({"source": {"database": "acme-dwh-prod", "schema": "raw", "name": "lkp_fechas"},
+                          "actions": [{"database": "acme-dwh-prod", "schema": "dataform_assertions", "name": "assert_fechas_raw",
+                                       "type": "assertion", "disabled": false, "tags": ["calidad", "raw"]}],
+                          "count": 16}))
+    )
+)]
+pub(crate) async fn closure_of(
     State(invoker): State<Arc<Invoker>>,
     JsonBody(request): JsonBody<ClosureRequest>,
 ) -> Result<Json<Report>, DataformError> {
     Ok(Json(invoker.closure(&request.parse()?).await?))
 }
 
-async fn invoke(
+/// Creates one Dataform invocation whose `includedTargets` are exactly the closure.
+///
+/// Exactly one invocation per idempotency key and attempt, whatever fails: a replay answers
+/// the invocation created the first time (`"replayed": true`). An empty closure creates
+/// nothing (`"skipped": true`). A re-run (`attempt` 2 and up) adopts an earlier attempt's
+/// invocation that succeeded or still runs, else covers what did not succeed (`rerun`).
+#[utoipa::path(
+    post,
+    path = "/invoke",
+    tag = "dataform",
+    operation_id = "invoke",
+    request_body(
+        content = InvokeRequest,
+        description = "Any `Content-Type`: the body is read as JSON. Unknown fields (`dryRun`, a typo) are refused, never read as a real invocation.",
+        example = json!({"table": "lkp_fechas", "idempotency_key": "out/data/20240115/lkp_fechas.gz/1705312800123456", "actions_sample": 20})
+    ),
+    responses(
+        (status = 200, description = "The invocation, created now or earlier (`replayed`), or none (`skipped`, `dry_run`).", body = Invoked,
+         example = json!({"invocation": "projects/acme-dwh-prod/locations/europe-west1/repositories/dwh/workflowInvocations/1705312800-abc",
+                          "compilation_result": "projects/acme-dwh-prod/locations/europe-west1/repositories/dwh/compilationResults/1705312790-def",
+                          "state": "RUNNING",
+                          "source": {"database": "acme-dwh-prod", "schema": "raw", "name": "lkp_fechas"},
+                          "actions": [{"database": "acme-dwh-prod", "schema": "dataform_assertions", "name": "assert_fechas_raw",
+                                       "type": "assertion", "disabled": false, "tags": ["calidad", "raw"]}],
+                          "count": 16, "skipped": false, "dry_run": false, "replayed": false, "attempt": 1}))
+    )
+)]
+pub(crate) async fn invoke(
     State(invoker): State<Arc<Invoker>>,
     JsonBody(request): JsonBody<InvokeRequest>,
 ) -> Result<Json<Invoked>, DataformError> {
     Ok(Json(invoker.invoke(&request.parse()?).await?))
 }
 
+/// An invocation's state, its actions counted per state, and its failed actions.
+///
 /// Accepts the invocation's id or its full name as `/invoke` returns it (plain or URL-encoded).
-async fn invocation(
+#[utoipa::path(
+    get,
+    path = "/invocations/{id}",
+    tag = "dataform",
+    operation_id = "invocation_status",
+    params(("id" = String, Path, description = "The invocation's id, or its full name (plain or URL-encoded)."), StatusQuery),
+    responses(
+        (status = 200, description = "The invocation's state.", body = Status,
+         example = json!({"invocation": "projects/acme-dwh-prod/locations/europe-west1/repositories/dwh/workflowInvocations/1705312800-abc",
+                          "state": "FAILED", "terminal": true, "count": 16,
+                          "actions": {"SUCCEEDED": 12, "FAILED": 1, "SKIPPED": 3},
+                          "failed": [{"target": "acme-dwh-prod.warehouse.cal_resumen", "failure_reason": "Query error: ..."}]}))
+    )
+)]
+pub(crate) async fn invocation(
     State(invoker): State<Arc<Invoker>>,
     Path(id): Path<String>,
     Query(query): Query<StatusQuery>,
@@ -52,8 +116,23 @@ async fn invocation(
     Ok(Json(invoker.status(&id, query.sample()).await?))
 }
 
-/// `POST /invocations/{id}:cancel`: the workflow's way out at its poll deadline.
-async fn invocation_method(
+/// Cancels an invocation unless it has ended: the workflow's way out at its poll deadline.
+///
+/// Idempotent: an invocation that has ended answers with `cancel_requested: false`.
+#[utoipa::path(
+    post,
+    path = "/invocations/{id}:cancel",
+    tag = "dataform",
+    operation_id = "cancel_invocation",
+    params(("id" = String, Path, description = "The invocation's id, or its full name (plain or URL-encoded)."), StatusQuery),
+    responses(
+        (status = 200, description = "The invocation's state, and whether a cancel was asked for.", body = Cancelled,
+         example = json!({"invocation": "projects/acme-dwh-prod/locations/europe-west1/repositories/dwh/workflowInvocations/1705312800-abc",
+                          "state": "CANCELING", "terminal": false, "count": 16,
+                          "actions": {"SUCCEEDED": 4, "RUNNING": 2, "SKIPPED": 10}, "failed": [], "cancel_requested": true}))
+    )
+)]
+pub(crate) async fn invocation_method(
     State(invoker): State<Arc<Invoker>>,
     Path(target): Path<String>,
     Query(query): Query<StatusQuery>,

@@ -56,6 +56,7 @@ pub fn app(state: AppState) -> Router {
         Router::new()
             .route("/decrypt", post(decrypt))
             .with_state(state),
+        &crate::openapi::document(),
     )
 }
 
@@ -73,7 +74,33 @@ pub async fn build(
     Ok(app(AppState::new(config, storage, keys).with_events(events)))
 }
 
-async fn decrypt(
+/// Decrypts one uploaded file into the output bucket.
+///
+/// The output has `Content-Type: application/gzip` and the source's bucket, name and
+/// generation in its custom metadata. A repeated request for the same source generation
+/// writes nothing and answers `"skipped": true` with the existing output; an older upload
+/// arriving after a newer one was decrypted is refused (409 `superseded`).
+#[utoipa::path(
+    post,
+    path = "/decrypt",
+    tag = "decrypt",
+    operation_id = "decrypt",
+    request_body(
+        content = DecryptRequest,
+        description = "Any `Content-Type`: the body is read as JSON.",
+        example = json!({"bucket": "company_trigger_bucket", "name": "data/20240115/lkp_fechas.gz.encrypted"})
+    ),
+    responses(
+        (status = 200, description = "Decrypted, or already decrypted (`skipped`).", body = DecryptResponse,
+         example = json!({"bucket": "company_output_bucket", "name": "data/20240115/lkp_fechas.gz",
+                          "size": 1048576, "generation": "1705312801234567",
+                          "source": {"bucket": "company_trigger_bucket",
+                                     "name": "data/20240115/lkp_fechas.gz.encrypted",
+                                     "generation": "1705312800123456"},
+                          "skipped": false}))
+    )
+)]
+pub(crate) async fn decrypt(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<DecryptRequest>,
 ) -> Result<Json<DecryptResponse>, Error> {

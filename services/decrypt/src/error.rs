@@ -2,6 +2,7 @@
 
 use axum::http::StatusCode;
 use sigma_shared::object::NameError;
+use sigma_shared::openapi::ErrorDoc;
 use sigma_shared::storage::StorageError;
 use sigma_shared::{BucketName, Generation, HttpError, ObjectRef};
 
@@ -125,6 +126,111 @@ impl HttpError for Error {
             Self::WriteConflict(_) => true,
             other => sigma_shared::error::is_transient(other.status()),
         }
+    }
+}
+
+impl Error {
+    /// One error of each kind the service answers, with when it happens: the OpenAPI
+    /// document takes status, code and retryability from them through [`HttpError`].
+    pub fn documented() -> Vec<ErrorDoc> {
+        let bucket: BucketName = "company_trigger_bucket".parse().expect("a bucket name");
+        let source = ObjectRef::new(
+            bucket.clone(),
+            "data/20240115/lkp_fechas.gz.encrypted"
+                .parse()
+                .expect("an object name"),
+        );
+        let output = ObjectRef::new(
+            "company_output_bucket".parse().expect("a bucket name"),
+            "data/20240115/lkp_fechas.gz"
+                .parse()
+                .expect("an object name"),
+        );
+        let generation = Generation::new(1705312800123456).expect("a generation");
+        let mut documented = vec![
+            ErrorDoc::of(
+                &Self::InvalidName(NameError::EmptyObject),
+                "Invalid bucket name; object name empty, over 1024 bytes, with `..`, a control character or a leading `/`.",
+            ),
+            ErrorDoc::of(
+                &Self::BucketNotAllowed(bucket.clone()),
+                "The bucket is not one of `TRIGGER_BUCKETS`.",
+            ),
+            ErrorDoc::of(
+                &Self::Storage(StorageError::NotFound(source.clone())),
+                "The source object (or the pinned generation) does not exist.",
+            ),
+            ErrorDoc::of(
+                &Self::Superseded {
+                    output: output.clone(),
+                    source_object: source.clone(),
+                    newer: generation,
+                    requested: generation,
+                },
+                "The output already holds the decryption of a newer upload of this source.",
+            ),
+            ErrorDoc::of(
+                &Self::OutputConflict {
+                    output: output.clone(),
+                    existing_bucket: bucket,
+                    source_object: source.clone(),
+                },
+                "The output holds the decryption of the same name from another trigger bucket.",
+            ),
+            ErrorDoc::of(
+                &Self::WriteConflict(output),
+                "Another request replaced the output while this one decrypted; retrying decides afresh.",
+            ),
+            ErrorDoc::of(
+                &Self::Storage(StorageError::TooLarge {
+                    object: source.clone(),
+                    limit: 1,
+                }),
+                "The source (its announced size or the bytes read) is larger than `MAX_OBJECT_BYTES`.",
+            ),
+            ErrorDoc::of(
+                &Self::NotEncrypted(source.clone()),
+                "The name does not end in `.encrypted`.",
+            ),
+            ErrorDoc::of(
+                &Self::Token {
+                    object: source.clone(),
+                    reason: TokenError::Signature,
+                },
+                "Not a Fernet token, altered, truncated, wrong key, bad padding.",
+            ),
+            ErrorDoc::of(
+                &Self::Token {
+                    object: source.clone(),
+                    reason: TokenError::Expired { age: 2, ttl: 1 },
+                },
+                "Older than `FERNET_TTL_SECONDS`, or too far in the future (only with a TTL).",
+            ),
+            ErrorDoc::of(
+                &Self::NotGzip(source.clone()),
+                "The plaintext does not start with a gzip header.",
+            ),
+            ErrorDoc::of(
+                &Self::CorruptGzip {
+                    object: source.clone(),
+                    reason: String::new(),
+                },
+                "With `VERIFY_GZIP=true`: the gzip stream is truncated or its CRC/length is wrong.",
+            ),
+            ErrorDoc::of(
+                &Self::Interrupted {
+                    object: source.clone(),
+                    reason: String::new(),
+                },
+                "A read or the upload broke off without an explanation from Cloud Storage, or one upload chunk got nowhere for 60 s.",
+            ),
+            ErrorDoc::of(
+                &Self::Internal(source.clone()),
+                "A defect: the decryption stopped unexpectedly. Nothing was written.",
+            ),
+        ];
+        documented.extend(sigma_shared::openapi::storage_errors(&source));
+        documented
     }
 }
 

@@ -7,6 +7,7 @@ pub mod fernet;
 pub mod gzip;
 pub mod idempotency;
 pub mod keys;
+pub mod openapi;
 pub mod pipeline;
 pub mod request;
 pub mod source;

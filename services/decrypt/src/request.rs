@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use sigma_shared::storage::StorageError;
 use sigma_shared::{Attempt, BucketName, Generation, ObjectName, ObjectRef};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::config::Config;
 use crate::error::Error;
@@ -69,17 +70,74 @@ pub struct DecryptRequest {
 
 /// The request's own fields, once the event's fields are set aside; anything else left is
 /// an unknown field.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct OwnFields {
+    /// Source bucket; one of `TRIGGER_BUCKETS` when that is set.
+    #[schema(value_type = BucketName)]
     bucket: String,
+    /// Source object; must end in `.encrypted`. The output name is the same without it.
+    #[schema(value_type = ObjectName)]
     name: String,
+    /// Pins the read to this upload; without it the current generation is read, then
+    /// pinned for every pass.
     #[serde(default)]
     generation: Option<Generation>,
     #[serde(default, deserialize_with = "size")]
+    #[schema(schema_with = size_schema)]
     size: Option<u64>,
+    /// Only logged: a re-run of an upload already decrypted answers `"skipped": true`.
     #[serde(default)]
     attempt: Attempt,
+}
+
+fn size_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    sigma_shared::openapi::schema(serde_json::json!({
+        "description": "The announced size in bytes, only used to refuse early with 413: a number, or a decimal string as Cloud Storage events carry it.",
+        "oneOf": [
+            {"type": "integer", "minimum": 0, "maximum": u64::MAX},
+            {"type": "string", "pattern": "^[0-9]{1,20}$"},
+            {"type": "null"},
+        ],
+    }))
+}
+
+/// The request's own fields, and each field of the object resource as an accepted, unused
+/// property: the document names what is accepted, as the service does.
+impl PartialSchema for DecryptRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(mut object)) =
+            OwnFields::schema()
+        else {
+            unreachable!("a derived struct schema is an object")
+        };
+        for field in OBJECT_EVENT_FIELDS {
+            object.properties.insert(
+                (*field).to_owned(),
+                utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(
+                    utoipa::openapi::schema::ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::schema::SchemaType::AnyValue)
+                        .description(Some("A field of the Cloud Storage object resource (an object-finalize event's `data`): accepted and not used."))
+                        .build(),
+                )),
+            );
+        }
+        object.description = Some(
+            "A person's `{\"bucket\", \"name\"}`, or the `data` of a Cloud Storage object-finalize CloudEvent. Any other field is refused with 400 `invalid_request`.".into(),
+        );
+        utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(object))
+    }
+}
+
+impl ToSchema for DecryptRequest {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        OwnFields::schemas(schemas);
+    }
 }
 
 impl TryFrom<Map<String, Value>> for DecryptRequest {
@@ -167,18 +225,24 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 }
 
 /// The decrypted object, and the exact upload it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DecryptResponse {
+    /// The output bucket (`OUTPUT_BUCKET`).
     pub bucket: BucketName,
+    /// The output object: the source name without `.encrypted`.
     pub name: ObjectName,
+    /// The output's size in bytes.
     pub size: u64,
+    /// The output's generation.
     pub generation: Generation,
     pub source: Source,
     /// True when this source generation had already been decrypted and nothing was written.
     pub skipped: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The upload that was decrypted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = DecryptedSource)]
 pub struct Source {
     pub bucket: BucketName,
     pub name: ObjectName,
