@@ -8,38 +8,55 @@ use std::time::Duration;
 use google_cloud_storage::client::Storage;
 use sigma_shared::config::{self, ConfigError};
 use sigma_shared::storage;
-use sigma_shared::{BucketName, GsUri};
+use sigma_shared::{BucketName, Generation, GsUri, ObjectRef};
 
 use crate::dataflow;
+use crate::live_registry;
 use crate::plan::Site;
 use crate::registry::{Registry, SiteDefaults};
 
 pub const PIPELINES: &str = "PIPELINES";
+pub const PIPELINES_REFRESH_SECONDS: &str = "PIPELINES_REFRESH_SECONDS";
 
 /// A registry larger than this is a mistake, not a registry.
-const MAX_REGISTRY: u64 = 4 << 20;
+pub(crate) const MAX_REGISTRY: u64 = 4 << 20;
 
 pub struct Config {
     pub registry: Registry,
+    /// The registry's object and the generation read, when it is in Cloud Storage: a newer
+    /// generation is loaded while the service runs.
+    pub registry_version: Option<(ObjectRef, Generation)>,
+    /// How often that object is checked; zero turns checking off.
+    pub registry_refresh: Duration,
+    /// The env vars that override the registry's `defaults`.
+    pub overrides: SiteDefaults,
     pub site: Site,
     pub dataflow_endpoint: String,
     pub dataflow_timeout: Duration,
 }
 
-/// The registry's text from a local path or a `gs://` URI.
-pub async fn read_registry(source: &str, storage: Option<&Storage>) -> Result<String, ConfigError> {
+/// The registry's text from a local path or a `gs://` URI, with the object and generation
+/// read in the second case.
+pub async fn read_registry(
+    source: &str,
+    storage: Option<&Storage>,
+) -> Result<(String, Option<(ObjectRef, Generation)>), ConfigError> {
     if source.starts_with("gs://") {
         let uri: GsUri = source.parse().map_err(|e| ConfigError::new(PIPELINES, e))?;
         let storage = storage
             .ok_or_else(|| ConfigError::new(PIPELINES, "a gs:// registry needs Cloud Storage"))?;
-        let (bytes, _) = storage::read_to_bytes(storage, &uri.0, MAX_REGISTRY)
+        let (bytes, read) = storage::read_to_bytes(storage, &uri.0, MAX_REGISTRY)
             .await
             .map_err(|e| ConfigError::new(PIPELINES, format!("cannot read {uri}: {e}")))?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| ConfigError::new(PIPELINES, format!("{uri} is not UTF-8")))
+        let generation = Generation::new(read.generation)
+            .map_err(|e| ConfigError::new(PIPELINES, format!("{uri}: {e}")))?;
+        let text = String::from_utf8(bytes.to_vec())
+            .map_err(|_| ConfigError::new(PIPELINES, format!("{uri} is not UTF-8")))?;
+        Ok((text, Some((uri.0, generation))))
     } else {
-        std::fs::read_to_string(source)
-            .map_err(|e| ConfigError::new(PIPELINES, format!("cannot read {source}: {e}")))
+        let text = std::fs::read_to_string(source)
+            .map_err(|e| ConfigError::new(PIPELINES, format!("cannot read {source}: {e}")))?;
+        Ok((text, None))
     }
 }
 
@@ -58,9 +75,10 @@ pub fn site_overrides() -> Result<SiteDefaults, ConfigError> {
 impl Config {
     pub async fn from_env(storage: &Storage) -> Result<Self, ConfigError> {
         let source = config::required(PIPELINES)?;
-        let text = read_registry(&source, Some(storage)).await?;
+        let (text, registry_version) = read_registry(&source, Some(storage)).await?;
         let registry = Registry::parse(&text).map_err(|e| ConfigError::new(PIPELINES, e))?;
-        let site = Site::resolve(&registry.site, site_overrides()?)
+        let overrides = site_overrides()?;
+        let site = Site::resolve(&registry.site, overrides.clone())
             .map_err(|e| ConfigError::new("PROJECT_ID/DATAFLOW_REGION/CONFIG_BUCKET", e))?;
         crate::plan::check_labels(&registry, &site).map_err(|e| ConfigError::new(PIPELINES, e))?;
         let dataflow_endpoint = config::optional("DATAFLOW_ENDPOINT")
@@ -78,8 +96,13 @@ impl Config {
                 "must be positive",
             ));
         }
+        let registry_refresh = config::parsed::<u64>(PIPELINES_REFRESH_SECONDS)?
+            .map_or(live_registry::DEFAULT_REFRESH, Duration::from_secs);
         Ok(Self {
             registry,
+            registry_version,
+            registry_refresh,
+            overrides,
             site,
             dataflow_endpoint,
             dataflow_timeout: Duration::from_secs(timeout),

@@ -22,6 +22,7 @@ use sigma_shared::{Attempt, BucketName, Generation, ObjectName, ObjectRef};
 
 use crate::dataflow::{Dataflow, JobFilter};
 use crate::error::Error;
+use crate::live_registry::LiveRegistry;
 use crate::naming::{DataformTable, EntityName, FechaLote, JobId, JobName, ProjectId, Region};
 use crate::plan::{self, LaunchPlan, Site};
 use crate::records::{self, LaunchRecord};
@@ -32,7 +33,7 @@ use crate::wire::{Job, LaunchFlexTemplateRequest};
 /// Everything a request needs; cheap to clone.
 #[derive(Clone)]
 pub struct Launcher {
-    pub registry: Arc<Registry>,
+    pub registry: Arc<LiveRegistry>,
     pub site: Site,
     pub storage: Storage,
     pub dataflow: Dataflow,
@@ -90,12 +91,13 @@ pub fn console_url(project: &ProjectId, region: &Region, job_id: &JobId) -> Stri
 impl Launcher {
     pub async fn dry_run(&self, request: &LaunchRequest) -> Result<DryRun, Error> {
         let object = ObjectRef::new(request.bucket.clone(), request.name.clone());
-        self.registry.select(&object)?;
+        let registry = self.registry.current();
+        registry.select(&object)?;
         let generation = match request.generation {
             Some(generation) => generation,
             None => self.current_generation(&object).await?,
         };
-        let plan = self.plan(request, &object, generation)?;
+        let plan = self.plan(&registry, request, &object, generation)?;
         let launch_request = plan.launch_request(true);
         self.dataflow
             .launch(&plan.project, &plan.region, &launch_request)
@@ -111,7 +113,8 @@ impl Launcher {
         let object = ObjectRef::new(request.bucket.clone(), request.name.clone());
         let span = tracing::Span::current();
         span.record("object", tracing::field::display(&object));
-        self.registry.select(&object)?;
+        let registry = self.registry.current();
+        registry.select(&object)?;
 
         let (generation, checked) = match request.generation {
             Some(generation) => (generation, false),
@@ -119,7 +122,7 @@ impl Launcher {
         };
         span.record("generation", generation.get());
         span.record("attempt", request.attempt.get());
-        let plan = self.plan(request, &object, generation)?;
+        let plan = self.plan(&registry, request, &object, generation)?;
         let record_object = records::record_object(&self.site, &plan.job_name);
 
         if let Some(record) = records::read_record(&self.storage, &record_object).await? {
@@ -244,12 +247,13 @@ impl Launcher {
 
     fn plan(
         &self,
+        registry: &Registry,
         request: &LaunchRequest,
         object: &ObjectRef,
         generation: Generation,
     ) -> Result<LaunchPlan, Error> {
         Ok(plan::plan(
-            &self.registry,
+            registry,
             &self.site,
             object,
             Some(generation),

@@ -7,6 +7,7 @@ pub mod dataflow;
 pub mod error;
 pub mod labels;
 pub mod launch;
+pub mod live_registry;
 pub mod naming;
 pub mod plan;
 pub mod records;

@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use sigma_dataflow::config::Config;
 use sigma_dataflow::dataflow::{self, Dataflow};
+use sigma_dataflow::live_registry::{LiveRegistry, Watched};
 use sigma_dataflow::{Launcher, app};
 
 #[tokio::main]
@@ -13,8 +14,23 @@ async fn main() -> anyhow::Result<()> {
         .with_scopes([dataflow::SCOPE])
         .build_access_token_credentials()?;
     let events = sigma_shared::events::Events::from_env().await?;
+    let registry = Arc::new(match config.registry_version {
+        Some((object, generation)) => LiveRegistry::watching(
+            config.registry,
+            Watched::new(
+                object,
+                generation,
+                storage.clone(),
+                config.overrides,
+                config.site.clone(),
+                events.clone(),
+            ),
+        ),
+        None => LiveRegistry::fixed(config.registry),
+    });
+    registry.clone().refresh_every(config.registry_refresh);
     let launcher = Launcher {
-        registry: Arc::new(config.registry),
+        registry,
         site: config.site,
         storage,
         dataflow: Dataflow::new(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use google_cloud_storage::client::Storage;
 use serde_json::{Value, json};
 use sigma_dataflow::dataflow::{self, Dataflow};
+use sigma_dataflow::live_registry::{Checked, LiveRegistry, Watched};
 use sigma_dataflow::plan::Site;
 use sigma_dataflow::registry::{Registry, SiteDefaults};
 use sigma_dataflow::{Launcher, app};
@@ -14,12 +15,14 @@ use sigma_fakes::faults::{Fault, FaultProxy};
 use sigma_fakes::gcs::FakeGcs;
 use sigma_fakes::metadata::FakeMetadata;
 use sigma_fakes::pubsub::FakePubsub;
-use sigma_shared::Attempt;
 use sigma_shared::events::Events;
+use sigma_shared::{Attempt, Generation, GsUri};
 
 const EXAMPLE: &str = include_str!("../../../examples/pipelines.yaml");
 const OUTPUT: &str = "company_output_bucket";
 const CONFIGS: &str = "company_config_bucket";
+const REGISTRY_BUCKET: &str = "company_registry_bucket";
+const REGISTRY_OBJECT: &str = "sigma/pipelines.yaml";
 const PROJECT: &str = "company-data-prod";
 const REGION: &str = "europe-west1";
 const TOPIC: &str = "projects/company-data-prod/topics/sigma-events";
@@ -31,6 +34,9 @@ struct Stack {
     dataflow: FakeDataflow,
     metadata: FakeMetadata,
     pubsub: FakePubsub,
+    /// The service's registry, read from `gs://REGISTRY_BUCKET/REGISTRY_OBJECT`; checked
+    /// for new versions only when a test asks.
+    registry: Arc<LiveRegistry>,
     url: String,
     http: reqwest::Client,
 }
@@ -62,7 +68,13 @@ impl Stack {
         endpoint: &str,
         proxy_storage: bool,
     ) -> Self {
-        let gcs = FakeGcs::start(&[OUTPUT, CONFIGS]).await.unwrap();
+        let gcs = FakeGcs::start(&[OUTPUT, CONFIGS, REGISTRY_BUCKET])
+            .await
+            .unwrap();
+        let registry_generation = gcs
+            .put(REGISTRY_BUCKET, REGISTRY_OBJECT, yaml.to_owned())
+            .await
+            .unwrap();
         let storage_proxy = if proxy_storage {
             Some(FaultProxy::start(&gcs.endpoint).await.unwrap())
         } else {
@@ -91,8 +103,22 @@ impl Stack {
             .unwrap();
         let registry = Registry::parse(yaml).unwrap();
         let site = Site::resolve(&registry.site, SiteDefaults::default()).unwrap();
+        let registry = Arc::new(LiveRegistry::watching(
+            registry,
+            Watched::new(
+                format!("gs://{REGISTRY_BUCKET}/{REGISTRY_OBJECT}")
+                    .parse::<GsUri>()
+                    .unwrap()
+                    .0,
+                Generation::new(registry_generation).unwrap(),
+                storage.clone(),
+                SiteDefaults::default(),
+                site.clone(),
+                events.clone(),
+            ),
+        ));
         let launcher = Launcher {
-            registry: Arc::new(registry),
+            registry: registry.clone(),
             site,
             storage,
             dataflow: Dataflow::new(endpoint, credentials, std::time::Duration::from_secs(10)),
@@ -105,6 +131,7 @@ impl Stack {
             dataflow: dataflow_fake,
             metadata,
             pubsub,
+            registry,
             url: format!("http://{addr}"),
             http: reqwest::Client::new(),
         }
@@ -919,7 +946,7 @@ async fn the_registry_can_be_read_from_cloud_storage() {
         .build()
         .await
         .unwrap();
-    let text = sigma_dataflow::config::read_registry(
+    let (text, _) = sigma_dataflow::config::read_registry(
         &format!("gs://{CONFIGS}/registry/pipelines.yaml"),
         Some(&storage),
     )
@@ -939,7 +966,7 @@ async fn a_config_describing_a_newer_upload_is_never_replaced_and_an_identical_o
  {
     use sigma_dataflow::error::Error;
     use sigma_dataflow::{plan, records};
-    use sigma_shared::{Generation, ObjectRef};
+    use sigma_shared::ObjectRef;
 
     let gcs = FakeGcs::start(&[CONFIGS]).await.unwrap();
     let storage = Storage::builder()
@@ -1340,4 +1367,187 @@ async fn record_write_cut_before_storage_saw_it() {
 #[tokio::test]
 async fn record_write_cut_after_storage_carried_it_out() {
     fault_cell(Step::RecordWrite, Break::CutAfterUpstream).await;
+}
+
+/// The example registry plus an entry for `clientes` whose file feeds `dataform_table`, with
+/// `labels` under its environment.
+fn with_clientes(dataform_table: &str, labels: &str) -> String {
+    format!(
+        "{EXAMPLE}
+  clientes:
+    pattern: data/{{yyyymmdd}}/{{entity}}.gz
+    destination:
+      table: \"{{project}}.raw.clientes\"
+    schema:
+      - {{name: cliente_id, type: STRING, mode: REQUIRED}}
+    environment:
+      labels: {{{labels}}}
+    dataform_table: {dataform_table}
+"
+    )
+}
+
+#[tokio::test]
+async fn a_new_registry_version_is_loaded_while_the_service_runs_and_its_new_entity_launches() {
+    let stack = Stack::start().await;
+    let name = "data/20240117/clientes.gz";
+    let generation = stack.upload(name).await;
+    let (status, body) = stack.launch(request(name, generation)).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "unknown_entity");
+
+    stack
+        .gcs
+        .put(
+            REGISTRY_BUCKET,
+            REGISTRY_OBJECT,
+            with_clientes("clientes", "team: crm"),
+        )
+        .await
+        .unwrap();
+    stack
+        .registry
+        .clone()
+        .refresh_every(std::time::Duration::from_millis(200));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (status, body) = loop {
+        let (status, body) = stack.launch(request(name, generation)).await;
+        if status != 422 || tokio::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["entity"], "clientes");
+    assert_eq!(
+        stack.dataflow.handle.launches()[0]["launchParameter"]["environment"]["additionalUserLabels"]
+            ["team"],
+        "crm"
+    );
+    assert_eq!(stack.registry.check().await.unwrap(), Checked::Unchanged);
+}
+
+#[tokio::test]
+async fn an_invalid_registry_version_is_refused_once_the_old_one_keeps_serving_and_the_refusal_names_entry_and_field()
+ {
+    let stack = Stack::start().await;
+    let too_long = "team: \"{job_name}-{job_name}\"";
+    let refused = stack
+        .gcs
+        .put(
+            REGISTRY_BUCKET,
+            REGISTRY_OBJECT,
+            with_clientes("clientes", too_long),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        stack.registry.check().await.unwrap(),
+        Checked::Refused(Generation::new(refused).unwrap())
+    );
+    assert_eq!(stack.registry.check().await.unwrap(), Checked::Unchanged);
+
+    let served = "data/20240118/lkp_fechas.gz";
+    let generation = stack.upload(served).await;
+    let (status, body) = stack.launch(request(served, generation)).await;
+    assert_eq!(status, 200, "the registry in use keeps serving: {body}");
+    let ignored = "data/20240118/clientes.gz";
+    let generation = stack.upload(ignored).await;
+    let (status, _) = stack.launch(request(ignored, generation)).await;
+    assert_eq!(status, 422);
+
+    let messages = stack.pubsub.wait_for(2).await;
+    let rejected: Vec<Value> = messages
+        .iter()
+        .filter(|m| m.attributes["event_type"] == "sigma.dataflow.registry_rejected")
+        .map(|m| m.json().unwrap())
+        .collect();
+    assert_eq!(rejected.len(), 1, "one event per refused generation");
+    let event = &rejected[0];
+    assert_eq!(
+        event["object"],
+        format!("gs://{REGISTRY_BUCKET}/{REGISTRY_OBJECT}")
+    );
+    assert_eq!(event["generation"], refused.to_string());
+    assert_eq!(event["entity"], "clientes");
+    assert_eq!(
+        event["detail"]["at"],
+        "pipelines.clientes.environment.labels.team"
+    );
+    assert!(
+        event["detail"]["reason"].as_str().unwrap().contains("63"),
+        "{event}"
+    );
+
+    let syntax = stack
+        .gcs
+        .put(REGISTRY_BUCKET, REGISTRY_OBJECT, "pipelines: [unclosed")
+        .await
+        .unwrap();
+    assert_eq!(
+        stack.registry.check().await.unwrap(),
+        Checked::Refused(Generation::new(syntax).unwrap())
+    );
+    let fixed = stack
+        .gcs
+        .put(
+            REGISTRY_BUCKET,
+            REGISTRY_OBJECT,
+            with_clientes("clientes", "team: crm"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        stack.registry.check().await.unwrap(),
+        Checked::Loaded(Generation::new(fixed).unwrap())
+    );
+    let (status, body) = stack.launch(request(ignored, generation)).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_registry_version_that_would_move_the_site_is_refused() {
+    let stack = Stack::start().await;
+    let moved = EXAMPLE.replace(
+        "region: europe-west1\n  config_bucket",
+        "region: us-central1\n  config_bucket",
+    );
+    assert_ne!(moved, EXAMPLE);
+    stack
+        .gcs
+        .put(REGISTRY_BUCKET, REGISTRY_OBJECT, moved)
+        .await
+        .unwrap();
+    assert!(matches!(
+        stack.registry.check().await.unwrap(),
+        Checked::Refused(_)
+    ));
+    let event = stack.pubsub.wait_for(1).await[0].json().unwrap();
+    assert_eq!(event["detail"]["at"], "defaults");
+}
+
+#[tokio::test]
+async fn a_qualified_dataform_table_is_passed_through_to_the_answer_the_config_and_the_event() {
+    let stack = Stack::with_registry(&with_clientes("raw.clientes", "team: crm")).await;
+    let name = "data/20240119/clientes.gz";
+    let generation = stack.upload(name).await;
+    let (status, body) = stack.launch(request(name, generation)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["dataform_table"], "raw.clientes");
+    let config_uri = body["config_uri"].as_str().unwrap();
+    let config_object = config_uri
+        .strip_prefix(&format!("gs://{CONFIGS}/"))
+        .unwrap();
+    let config: Value = serde_json::from_slice(
+        &stack
+            .gcs
+            .get(CONFIGS, config_object)
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["dataform_table"], "raw.clientes");
+    let event = stack.pubsub.wait_for(1).await[0].json().unwrap();
+    assert_eq!(event["detail"]["dataform_table"], "raw.clientes");
 }
