@@ -144,8 +144,9 @@ impl Step {
     fn fault(self, failure: Failure) -> Fault {
         let fault = match (self, failure) {
             (Self::SourceRead | Self::OutputStat, Failure::Unavailable) => Fault::status(503),
-            // The headers arrive, the body breaks off.
-            (Self::SourceRead, Failure::Cut) => Fault::cut_response_after(1000),
+            // The headers arrive, the body breaks off after a quarter of a MiB: every
+            // resumed read breaks again, a dozen times in all.
+            (Self::SourceRead, Failure::Cut) => Fault::cut_response_after(256 * 1024),
             (Self::OutputStat, Failure::Cut) => Fault::cut_request_after(0),
             (_, Failure::Unavailable) => Fault::status(503),
             // The commit is carried out and its answer lost: the ambiguous failure.
@@ -169,7 +170,7 @@ impl Step {
 }
 
 impl Step {
-    /// A read cut after 1000 bytes still moves forward: the client resumes it from where it
+    /// A read cut after 256 KiB still moves forward: the client resumes it from where it
     /// broke off, again and again, and the decryption succeeds. Every other cell fails for
     /// good and must answer a retryable 503.
     fn expected_status(self, failure: Failure) -> u16 {
