@@ -6,7 +6,8 @@ other tests' objects, jobs or events. Every operation of each document gets its 
 examples (the README's), the coverage phase's boundary and type-violating cases, and a
 bounded number of generated ones, positive and negative. The checks are the contract:
 no 5xx for any input, a documented status, a body that matches the document (error bodies
-included) and the documented content type.
+included), the documented headers and content type, and a refusal (4xx) of every request the
+document does not allow (a wrong type, a missing or unknown field).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import negative_data_rejection, not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
@@ -45,6 +46,7 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
     response_headers_conformance,
+    negative_data_rejection,
 ]
 FUZZ_SETTINGS = settings(
     max_examples=MAX_EXAMPLES,
