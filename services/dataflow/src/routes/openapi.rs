@@ -117,11 +117,13 @@ impl ToSchema for JobName {}
 
 impl PartialSchema for Region {
     fn schema() -> RefOr<Schema> {
-        string(
-            "A Google Cloud region.",
-            "^[a-z0-9]+(-[a-z0-9]+)+$",
-            "europe-west1",
-        )
+        schema(json!({
+            "type": "string",
+            "description": "A Google Cloud region.",
+            "maxLength": 63,
+            "pattern": "^[a-z0-9]*(-[a-z0-9]+)*-[a-z0-9]*[0-9]$",
+            "examples": ["europe-west1"],
+        }))
     }
 }
 
