@@ -17,7 +17,7 @@ use sigma_decrypt::fernet::{
 };
 
 fn spec() -> Value {
-    serde_json::from_str(include_str!("fixtures/fernet_spec.json")).unwrap()
+    serde_json::from_str(include_str!("../fixtures/fernet_spec.json")).unwrap()
 }
 
 /// Hands out `data` in reads of the sizes given, cycling through them.

@@ -2,7 +2,7 @@
 //! retries that resume, disconnects that do not release the output, and the fault matrix
 //! of issue 11 (every Cloud Storage call of a decryption, failing transiently or for good).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! `POST /decrypt` end to end against fake-gcs-server: what is written, and above all what
 //! is not written when anything is wrong.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

@@ -1,6 +1,6 @@
 //! The upload writer against fake-gcs-server: an object appears only when finished.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 

@@ -1,6 +1,6 @@
 //! The API path: the official client against the fake Dataform REST API.
 
-mod common;
+use crate::common;
 
 use common::{
     Api, REPOSITORY, Service, api_config, assert_refused, compiled, expected_lkp_fechas, keys,

@@ -1,6 +1,6 @@
 //! The HTTP contract with a compiled graph file as the source (the offline default).
 
-mod common;
+use crate::common;
 
 use common::{Service, file_config};
 use serde_json::{Value, json};

@@ -2,7 +2,7 @@
 //! every waiting request; the last good graph serves for a bounded time while refreshes
 //! fail; building a graph never stalls the async threads.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -8,7 +8,7 @@
 //! in any answer, log line or event; and a retry afterwards succeeds with exactly one
 //! invocation in Dataform, one record, and one `invoked` event.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;

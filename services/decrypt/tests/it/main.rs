@@ -1,0 +1,10 @@
+//! The crate's integration tests in one binary: each `tests/*.rs` would be its own
+//! binary, linked and optimised on its own, which made test builds most of CI's time.
+//! Tests that change process-wide environment variables stay in their own binaries.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod faults;
+mod fernet;
+mod service;
+mod upload;
