@@ -181,13 +181,34 @@ fn operation<'a>(api: &'a mut OpenApi, method: HttpMethod, path: &str) -> &'a mu
 }
 
 fn error_response(errors: &[&ErrorDoc]) -> Response {
-    let mut codes: Vec<&str> = errors.iter().map(|e| e.code).collect();
-    codes.dedup();
-    let retryable: Vec<bool> = {
-        let mut values: Vec<bool> = errors.iter().map(|e| e.retryable).collect();
-        values.sort();
-        values.dedup();
-        values
+    // One shape per value of `retryable`, each with its codes: a client reads from the
+    // document which codes are worth retrying.
+    let shapes: Vec<Value> = [false, true]
+        .into_iter()
+        .filter_map(|retryable| {
+            let mut codes: Vec<&str> = errors
+                .iter()
+                .filter(|e| e.retryable == retryable)
+                .map(|e| e.code)
+                .collect();
+            codes.dedup();
+            (!codes.is_empty()).then(|| {
+                json!({
+                    "type": "object",
+                    "required": ["code", "message", "retryable"],
+                    "additionalProperties": false,
+                    "properties": {
+                        "code": {"type": "string", "enum": codes},
+                        "message": {"type": "string"},
+                        "retryable": {"type": "boolean", "enum": [retryable]},
+                    },
+                })
+            })
+        })
+        .collect();
+    let error = match <[Value; 1]>::try_from(shapes) {
+        Ok([shape]) => shape,
+        Err(shapes) => json!({"oneOf": shapes}),
     };
     let description = errors
         .iter()
@@ -213,16 +234,7 @@ fn error_response(errors: &[&ErrorDoc]) -> Response {
                 "type": "object",
                 "required": ["error"],
                 "additionalProperties": false,
-                "properties": {"error": {
-                    "type": "object",
-                    "required": ["code", "message", "retryable"],
-                    "additionalProperties": false,
-                    "properties": {
-                        "code": {"type": "string", "enum": codes},
-                        "message": {"type": "string"},
-                        "retryable": {"type": "boolean", "enum": retryable},
-                    },
-                }},
+                "properties": {"error": error},
             },
             "examples": examples,
         }},
@@ -385,7 +397,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn error_answers_list_each_code_with_its_retryability_and_an_example() {
+    fn error_answers_list_each_code_under_its_retryability_with_an_example() {
         let mut api: OpenApi = serde_json::from_value(json!({
             "openapi": "3.1.0", "info": {"title": "t", "version": "1"},
             "paths": {"/x": {"post": {"responses": {}}}},
@@ -412,6 +424,30 @@ mod tests {
             unavailable["schema"]["properties"]["error"]["properties"]["retryable"]["enum"],
             json!([true])
         );
+        add_errors(
+            &mut api,
+            HttpMethod::Post,
+            "/x",
+            &[
+                ErrorDoc::of(&StorageError::NotFound(object.clone()), "gone"),
+                ErrorDoc {
+                    status: StatusCode::NOT_FOUND,
+                    code: "busy",
+                    retryable: true,
+                    when: "later",
+                },
+            ],
+        );
+        let document = serde_json::to_value(&api).unwrap();
+        let shapes = &document["paths"]["/x"]["post"]["responses"]["404"]["content"]["application/json"]
+            ["schema"]["properties"]["error"]["oneOf"];
+        assert_eq!(
+            shapes[0]["properties"]["code"]["enum"],
+            json!(["object_not_found"])
+        );
+        assert_eq!(shapes[0]["properties"]["retryable"]["enum"], json!([false]));
+        assert_eq!(shapes[1]["properties"]["code"]["enum"], json!(["busy"]));
+        assert_eq!(shapes[1]["properties"]["retryable"]["enum"], json!([true]));
         assert_eq!(
             unavailable["examples"]["storage_unavailable"]["value"]["error"]["retryable"],
             true
