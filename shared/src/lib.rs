@@ -15,6 +15,7 @@ pub mod extract;
 pub mod google;
 pub mod object;
 pub mod openapi;
+pub mod record;
 pub mod redact;
 pub mod server;
 pub mod storage;

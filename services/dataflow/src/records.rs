@@ -12,15 +12,14 @@
 use bytes::Bytes;
 use google_cloud_storage::client::Storage;
 use serde::{Deserialize, Serialize};
-use sigma_shared::storage::{self, Precondition, StorageError, WriteOptions};
+use sigma_shared::record::{self, Created, RecordError};
+use sigma_shared::storage::{self, Precondition, StorageError};
 use sigma_shared::{Attempt, Generation, ObjectRef};
 
 use crate::error::Error;
 use crate::naming::{DataformTable, EntityName, FechaLote, JobId, JobName, ProjectId, Region};
 use crate::plan::{LaunchPlan, Site};
 
-/// Configs and records are small; anything bigger is not ours.
-const MAX_DOCUMENT: u64 = 1 << 20;
 /// Concurrent writers of one config (duplicate deliveries) settle within a few rounds.
 const WRITE_ATTEMPTS: usize = 4;
 
@@ -50,63 +49,37 @@ pub fn record_object(site: &Site, job_name: &JobName) -> ObjectRef {
     )
 }
 
-async fn read(storage: &Storage, object: &ObjectRef) -> Result<Option<(Bytes, i64)>, StorageError> {
-    match storage::read_to_bytes(storage, object, MAX_DOCUMENT).await {
-        Ok((bytes, highlights)) => Ok(Some((bytes, highlights.generation))),
-        Err(StorageError::NotFound(_)) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-fn json_options() -> WriteOptions {
-    WriteOptions {
-        content_type: "application/json".into(),
-        ..Default::default()
-    }
-}
-
 pub async fn read_record(
     storage: &Storage,
     object: &ObjectRef,
 ) -> Result<Option<LaunchRecord>, StorageError> {
-    Ok(read(storage, object)
-        .await?
-        .and_then(|(bytes, _)| match serde_json::from_slice(&bytes) {
-            Ok(record) => Some(record),
-            Err(e) => {
-                tracing::warn!(object = %object, "ignoring an unreadable launch record: {e}");
-                None
-            }
-        }))
+    match record::read(storage, object).await {
+        Ok(stored) => Ok(stored.map(|s| s.record)),
+        Err(RecordError::Corrupt { object, source }) => {
+            tracing::warn!(object = %object, "ignoring an unreadable launch record: {source}");
+            Ok(None)
+        }
+        Err(RecordError::Storage(e)) => Err(e),
+    }
 }
 
 /// Creates the record unless one exists; returns the record that is stored afterwards.
 pub async fn write_record(
     storage: &Storage,
     object: &ObjectRef,
-    record: LaunchRecord,
+    ours: LaunchRecord,
 ) -> Result<LaunchRecord, StorageError> {
-    let bytes = Bytes::from(serde_json::to_vec_pretty(&record).expect("records always serialize"));
-    match storage::write(
-        storage,
-        object,
-        bytes,
-        Precondition::DoesNotExist,
-        json_options(),
-    )
-    .await
-    {
-        Ok(_) => Ok(record),
-        Err(StorageError::PreconditionFailed(_)) => {
-            let stored = read_record(storage, object)
-                .await?
-                .ok_or_else(|| StorageError::PreconditionFailed(object.clone()))?;
-            if stored.job_id != record.job_id {
-                tracing::error!(job_name = %record.job_name, stored = %stored.job_id, ours = %record.job_id, "two jobs recorded for one upload");
+    match record::create(storage, object, &ours).await {
+        Ok(Created::Ours(_)) => Ok(ours),
+        Ok(Created::Theirs(stored)) => {
+            if stored.record.job_id != ours.job_id {
+                tracing::error!(job_name = %ours.job_name, stored = %stored.record.job_id, ours = %ours.job_id, "two jobs recorded for one upload");
             }
-            Ok(stored)
+            Ok(stored.record)
         }
-        Err(e) => Err(e),
+        // Another writer's record is there and cannot be read: nothing to answer with.
+        Err(RecordError::Corrupt { object, .. }) => Err(StorageError::PreconditionFailed(object)),
+        Err(RecordError::Storage(e)) => Err(e),
     }
 }
 
@@ -131,13 +104,13 @@ pub async fn write_upload_config(storage: &Storage, plan: &LaunchPlan) -> Result
         object,
         Bytes::from(wanted.clone()),
         Precondition::DoesNotExist,
-        json_options(),
+        record::json(),
     )
     .await
     {
         Ok(_) => Ok(()),
         Err(StorageError::PreconditionFailed(_)) => {
-            if let Some((bytes, _)) = read(storage, object).await?
+            if let Some((bytes, _)) = record::read_bytes(storage, object).await?
                 && bytes[..] != wanted[..]
             {
                 tracing::warn!(config = %object, "keeping this upload's existing config, which differs from the current registry's");
@@ -154,7 +127,7 @@ pub async fn write_latest_config(storage: &Storage, plan: &LaunchPlan) -> Result
     let object = &plan.latest_config_object;
     let wanted = plan.config_bytes();
     for _ in 0..WRITE_ATTEMPTS {
-        let precondition = match read(storage, object).await? {
+        let precondition = match record::read_bytes(storage, object).await? {
             Some((bytes, _)) if bytes[..] == wanted[..] => return Ok(()),
             Some((bytes, generation)) => {
                 let existing = serde_json::from_slice::<Peek>(&bytes)
@@ -169,8 +142,7 @@ pub async fn write_latest_config(storage: &Storage, plan: &LaunchPlan) -> Result
                         newer,
                     });
                 }
-                Generation::new(generation)
-                    .map_or(Precondition::DoesNotExist, Precondition::GenerationMatch)
+                Precondition::GenerationMatch(generation)
             }
             None => Precondition::DoesNotExist,
         };
@@ -179,7 +151,7 @@ pub async fn write_latest_config(storage: &Storage, plan: &LaunchPlan) -> Result
             object,
             Bytes::from(wanted.clone()),
             precondition,
-            json_options(),
+            record::json(),
         )
         .await
         {

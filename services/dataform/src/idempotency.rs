@@ -31,11 +31,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use google_cloud_storage::client::Storage;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sigma_shared::storage::{self, Precondition, StorageError, WriteOptions};
+use sigma_shared::record::{self, Conflict, RecordError};
 use sigma_shared::{BucketName, Generation, ObjectRef};
 
 use crate::error::DataformError;
@@ -44,7 +43,6 @@ use crate::graph::Target;
 /// Longer than a create call can take with its retries: a claim this old belongs to a
 /// request that died between claiming and recording.
 const LEASE_SECONDS: u64 = 120;
-const MAX_RECORD_BYTES: u64 = 1 << 20;
 /// Writing the `created` record is retried this many times: the invocation exists, and a
 /// record lost here would leave only the (slower) search to find it.
 const RECORD_WRITES: u32 = 4;
@@ -173,9 +171,6 @@ pub enum Ledger {
     },
 }
 
-/// Another writer changed the record between our read and our write.
-struct Conflict;
-
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -241,15 +236,12 @@ impl Ledger {
                 Ok(records.lock().unwrap_or_else(|e| e.into_inner()).get(name))
             }
             Self::Gcs { client, bucket } => {
-                let object = Self::object(bucket, name)?;
-                match storage::read_to_bytes(client, &object, MAX_RECORD_BYTES).await {
-                    Ok((bytes, highlights)) => {
-                        let record = serde_json::from_slice(&bytes)
-                            .map_err(|_| DataformError::CorruptRecord(object.to_string()))?;
-                        Ok(Some((highlights.generation, record)))
+                match record::read(client, &Self::object(bucket, name)?).await {
+                    Ok(stored) => Ok(stored.map(|s| (s.generation.get(), s.record))),
+                    Err(RecordError::Corrupt { object, .. }) => {
+                        Err(DataformError::CorruptRecord(object.to_string()))
                     }
-                    Err(StorageError::NotFound(_)) => Ok(None),
-                    Err(e) => Err(e.into()),
+                    Err(RecordError::Storage(e)) => Err(e.into()),
                 }
             }
         }
@@ -274,25 +266,13 @@ impl Ledger {
                 Ok(Ok(version))
             }
             Self::Gcs { client, bucket } => {
-                let object = Self::object(bucket, name)?;
-                let precondition = match expected {
-                    None => Precondition::DoesNotExist,
-                    Some(version) => Precondition::GenerationMatch(
-                        Generation::new(version)
-                            .map_err(|e| DataformError::CorruptRecord(e.to_string()))?,
-                    ),
-                };
-                let body =
-                    Bytes::from(serde_json::to_vec(record).expect("records always serialize"));
-                let options = WriteOptions {
-                    content_type: "application/json".into(),
-                    ..WriteOptions::default()
-                };
-                match storage::write(client, &object, body, precondition, options).await {
-                    Ok(written) => Ok(Ok(written.generation)),
-                    Err(StorageError::PreconditionFailed(_)) => Ok(Err(Conflict)),
-                    Err(e) => Err(e.into()),
-                }
+                let expected = expected
+                    .map(Generation::new)
+                    .transpose()
+                    .map_err(|e| DataformError::CorruptRecord(e.to_string()))?;
+                let written =
+                    record::write(client, &Self::object(bucket, name)?, record, expected).await?;
+                Ok(written.map(Generation::get))
             }
         }
     }

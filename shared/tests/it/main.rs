@@ -3,4 +3,5 @@
 //! Tests that change process-wide environment variables stay in their own binaries.
 
 mod events;
+mod records;
 mod storage;
