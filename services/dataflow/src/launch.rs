@@ -78,9 +78,7 @@ pub struct Launched {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DryRun {
     pub dry_run: bool,
-    #[schema(value_type = Object)]
     pub plan: LaunchPlan,
-    #[schema(value_type = Object)]
     pub launch_request: LaunchFlexTemplateRequest,
 }
 

@@ -55,7 +55,7 @@ impl Site {
 }
 
 /// The self-contained job config the pipeline reads: nothing else is needed to run it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ConfigDocument {
     pub entity: EntityName,
     pub fecha_lote: FechaLote,
@@ -69,7 +69,7 @@ pub struct ConfigDocument {
     pub dataform_table: DataformTable,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Source {
     pub uri: String,
     pub bucket: BucketName,
@@ -79,7 +79,7 @@ pub struct Source {
     pub format: Format,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ResolvedDestination {
     pub table: String,
     pub write_disposition: WriteDisposition,
@@ -87,7 +87,7 @@ pub struct ResolvedDestination {
 }
 
 /// Everything one launch needs, ready to write and send.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LaunchPlan {
     pub entity: EntityName,
     pub fecha_lote: FechaLote,

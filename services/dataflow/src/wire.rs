@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::naming::JobId;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LaunchFlexTemplateRequest {
     pub launch_parameter: LaunchFlexTemplateParameter,
@@ -17,7 +17,7 @@ pub struct LaunchFlexTemplateRequest {
     pub validate_only: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LaunchFlexTemplateParameter {
     pub job_name: String,
@@ -27,7 +27,7 @@ pub struct LaunchFlexTemplateParameter {
 }
 
 /// `FlexTemplateRuntimeEnvironment`: where and how the workers run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FlexTemplateRuntimeEnvironment {
     #[serde(skip_serializing_if = "Option::is_none")]

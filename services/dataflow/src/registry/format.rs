@@ -8,7 +8,7 @@ use super::schema::Column;
 use super::{RegistryError, invalid};
 
 /// How the uploaded file is encoded, for the pipeline to read it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Format {
     #[serde(rename = "type")]
@@ -27,7 +27,7 @@ pub struct Format {
     pub null_marker: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FormatKind {
     Csv,
@@ -36,7 +36,7 @@ pub enum FormatKind {
     Parquet,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     Gzip,
@@ -77,7 +77,7 @@ impl Format {
 }
 
 /// A check the pipeline runs on the records before loading them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "check", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Validation {
     RowCount {
