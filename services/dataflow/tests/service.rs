@@ -11,7 +11,7 @@ use sigma_dataflow::plan::Site;
 use sigma_dataflow::registry::{Registry, SiteDefaults};
 use sigma_dataflow::{Launcher, app};
 use sigma_fakes::dataflow::{FakeDataflow, Method};
-use sigma_fakes::faults::{Fault, FaultProxy};
+use sigma_fakes::faults::{Break, Fault, FaultProxy};
 use sigma_fakes::gcs::FakeGcs;
 use sigma_fakes::metadata::FakeMetadata;
 use sigma_fakes::pubsub::FakePubsub;
@@ -1247,15 +1247,6 @@ enum Step {
     RecordWrite,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Break {
-    Status503,
-    /// The connection drops while the request is sent: the server never sees it.
-    CutRequest,
-    /// The server carries the request out; its answer never arrives.
-    CutAfterUpstream,
-}
-
 /// Issue 11's fault matrix, sigma-dataflow's row: whatever breaks, the first `/launch` and
 /// the workflow's retry of it end in exactly one job, one config and one record.
 async fn fault_cell(step: Step, how: Break) {
@@ -1266,12 +1257,7 @@ async fn fault_cell(step: Step, how: Break) {
     let name = "data/20240115/lkp_fechas.gz";
     let generation = stack.upload(name).await;
     let job_name = format!("lkp-fechas-2024-01-15-{}", base36(generation as u64));
-    let fault = match how {
-        Break::Status503 => Fault::status(503),
-        Break::CutRequest => Fault::cut_request_after(8),
-        Break::CutAfterUpstream => Fault::cut_after_upstream(),
-    }
-    .method("POST");
+    let fault = how.fault().method("POST");
     match step {
         Step::ConfigWrite => {
             storage_proxy.inject(fault.path_contains(&format!("{job_name}.config")))

@@ -50,6 +50,29 @@ pub enum Action {
     CutAfterUpstream,
 }
 
+/// The three ways a network breaks one call, the columns of the fault matrix: the retry
+/// that follows must end in exactly one outcome after each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Break {
+    /// The server answers 503: it did nothing.
+    Status503,
+    /// The connection drops while the request is sent: the server never sees it.
+    CutRequest,
+    /// The server carries the request out; its answer never arrives (the ambiguous case).
+    CutAfterUpstream,
+}
+
+impl Break {
+    /// The fault that breaks a call this way, matching every request until narrowed.
+    pub fn fault(self) -> Fault {
+        match self {
+            Self::Status503 => Fault::status(503),
+            Self::CutRequest => Fault::cut_request_after(8),
+            Self::CutAfterUpstream => Fault::cut_after_upstream(),
+        }
+    }
+}
+
 /// One fault: which requests it matches, which of them it hits, and what it does.
 #[derive(Debug, Clone)]
 pub struct Fault {

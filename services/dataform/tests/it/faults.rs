@@ -19,7 +19,7 @@ use sigma_dataform::Invoker;
 use sigma_dataform::config::Config;
 use sigma_dataform::idempotency::{Ledger, Record, record_name};
 use sigma_fakes::dataform::FakeDataform;
-use sigma_fakes::faults::{Fault, FaultProxy};
+use sigma_fakes::faults::{Break, Fault, FaultProxy};
 use sigma_fakes::gcs::FakeGcs;
 use sigma_fakes::pubsub::FakePubsub;
 use sigma_shared::events::Events;
@@ -172,15 +172,6 @@ enum Step {
     RecordWrite,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Break {
-    Status503,
-    /// The connection drops while the request is sent: the server never sees it.
-    CutRequest,
-    /// The server carries the request out; its answer never arrives.
-    CutAfterUpstream,
-}
-
 /// What the first request must answer: `None` for 200, else the status and code.
 fn expected(step: Step, how: Break) -> Option<(u16, &'static str)> {
     match (step, how) {
@@ -193,12 +184,7 @@ fn expected(step: Step, how: Break) -> Option<(u16, &'static str)> {
 
 async fn cell(step: Step, how: Break) {
     let stack = Stack::start().await;
-    let fault = match how {
-        Break::Status503 => Fault::status(503),
-        Break::CutRequest => Fault::cut_request_after(8),
-        Break::CutAfterUpstream => Fault::cut_after_upstream(),
-    }
-    .method("POST");
+    let fault = how.fault().method("POST");
     let upload = format!("/upload/storage/v1/b/{STATE}/o");
     match step {
         Step::Compile => stack
