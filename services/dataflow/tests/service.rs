@@ -141,6 +141,16 @@ impl Stack {
         self.gcs.put(OUTPUT, name, "a|b\n1|2\n").await.unwrap()
     }
 
+    /// Uploads a new version of the registry the service watches; its generation.
+    async fn publish_registry(&self, yaml: impl Into<String>) -> Generation {
+        let generation = self
+            .gcs
+            .put(REGISTRY_BUCKET, REGISTRY_OBJECT, yaml.into())
+            .await
+            .unwrap();
+        Generation::new(generation).unwrap()
+    }
+
     async fn launch(&self, body: Value) -> (u16, Value) {
         let response = self
             .http
@@ -1383,14 +1393,8 @@ async fn a_new_registry_version_is_loaded_while_the_service_runs_and_its_new_ent
     assert_eq!(body["error"]["code"], "unknown_entity");
 
     stack
-        .gcs
-        .put(
-            REGISTRY_BUCKET,
-            REGISTRY_OBJECT,
-            with_clientes("clientes", "team: crm"),
-        )
-        .await
-        .unwrap();
+        .publish_registry(with_clientes("clientes", "team: crm"))
+        .await;
     stack
         .registry
         .clone()
@@ -1419,17 +1423,11 @@ async fn an_invalid_registry_version_is_refused_once_the_old_one_keeps_serving_a
     let stack = Stack::start().await;
     let too_long = "team: \"{job_name}-{job_name}\"";
     let refused = stack
-        .gcs
-        .put(
-            REGISTRY_BUCKET,
-            REGISTRY_OBJECT,
-            with_clientes("clientes", too_long),
-        )
-        .await
-        .unwrap();
+        .publish_registry(with_clientes("clientes", too_long))
+        .await;
     assert_eq!(
         stack.registry.check().await.unwrap(),
-        Checked::Refused(Generation::new(refused).unwrap())
+        Checked::Refused(refused)
     );
     assert_eq!(stack.registry.check().await.unwrap(), Checked::Unchanged);
 
@@ -1454,7 +1452,7 @@ async fn an_invalid_registry_version_is_refused_once_the_old_one_keeps_serving_a
         event["object"],
         format!("gs://{REGISTRY_BUCKET}/{REGISTRY_OBJECT}")
     );
-    assert_eq!(event["generation"], refused.to_string());
+    assert_eq!(event["generation"], refused.get().to_string());
     assert_eq!(event["entity"], "clientes");
     assert_eq!(
         event["detail"]["at"],
@@ -1465,27 +1463,17 @@ async fn an_invalid_registry_version_is_refused_once_the_old_one_keeps_serving_a
         "{event}"
     );
 
-    let syntax = stack
-        .gcs
-        .put(REGISTRY_BUCKET, REGISTRY_OBJECT, "pipelines: [unclosed")
-        .await
-        .unwrap();
+    let syntax = stack.publish_registry("pipelines: [unclosed").await;
     assert_eq!(
         stack.registry.check().await.unwrap(),
-        Checked::Refused(Generation::new(syntax).unwrap())
+        Checked::Refused(syntax)
     );
     let fixed = stack
-        .gcs
-        .put(
-            REGISTRY_BUCKET,
-            REGISTRY_OBJECT,
-            with_clientes("clientes", "team: crm"),
-        )
-        .await
-        .unwrap();
+        .publish_registry(with_clientes("clientes", "team: crm"))
+        .await;
     assert_eq!(
         stack.registry.check().await.unwrap(),
-        Checked::Loaded(Generation::new(fixed).unwrap())
+        Checked::Loaded(fixed)
     );
     let (status, body) = stack.launch(request(ignored, generation)).await;
     assert_eq!(status, 200, "{body}");
@@ -1499,11 +1487,7 @@ async fn a_registry_version_that_would_move_the_site_is_refused() {
         "region: us-central1\n  config_bucket",
     );
     assert_ne!(moved, EXAMPLE);
-    stack
-        .gcs
-        .put(REGISTRY_BUCKET, REGISTRY_OBJECT, moved)
-        .await
-        .unwrap();
+    stack.publish_registry(moved).await;
     assert!(matches!(
         stack.registry.check().await.unwrap(),
         Checked::Refused(_)
