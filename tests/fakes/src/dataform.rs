@@ -9,6 +9,11 @@
 //! and compilation errors, and move invocations to their end. It can run in a test
 //! ([`FakeDataform::start`]) or as a process for the local stack ([`serve`]), steered over
 //! HTTP under `/_fake/` or in-process through [`Handle`].
+//!
+//! It also keeps each invocation's running interval (creation to its end) and targets, so
+//! tests can prove what Dataform would not report: that no two invocations ran the same
+//! action at the same time ([`Handle::overlaps`]), and how many action executions a batch
+//! cost ([`Handle::action_executions`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -22,7 +27,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 const DEFAULT_PAGE_SIZE: usize = 10;
@@ -141,6 +146,18 @@ struct Invocation {
     /// Target, state, failure reason, in the order Dataform would run them.
     actions: Vec<(Value, &'static str, String)>,
     gets: u32,
+    /// The counter's value at creation and at the end: an order of events, not clock time,
+    /// so two intervals that touch are told apart exactly.
+    started: u64,
+    ended: Option<u64>,
+}
+
+/// Two invocations that were running at the same time and share targets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Overlap {
+    pub first: String,
+    pub second: String,
+    pub targets: Vec<String>,
 }
 
 impl Invocation {
@@ -173,6 +190,8 @@ struct Inner {
     created: Vec<Value>,
     auto_complete_after: Option<u32>,
     counter: u64,
+    /// Orders invocations' starts and ends.
+    clock: u64,
 }
 
 /// In-process control of a running fake.
@@ -244,6 +263,7 @@ impl Handle {
         let Inner {
             invocations,
             compilations,
+            clock,
             ..
         } = &mut *inner;
         let found = invocations
@@ -251,8 +271,50 @@ impl Handle {
             .find(|i| i.name == invocation || i.name.ends_with(&format!("/{invocation}")))
             .context("no such invocation")?;
         let graph = &compilations[&found.compilation].actions;
-        finish(found, graph, failed);
+        *clock += 1;
+        finish(found, graph, failed, *clock);
         Ok(())
+    }
+
+    /// Every pair of invocations that were running at the same time (an invocation runs
+    /// from its creation to its end, or to now) and share targets, with those targets.
+    pub fn overlaps(&self) -> Vec<Overlap> {
+        let inner = self.lock();
+        let mut invocations: Vec<&Invocation> = inner.invocations.values().collect();
+        invocations.sort_by_key(|i| i.started);
+        let mut overlaps = Vec::new();
+        for (n, first) in invocations.iter().enumerate() {
+            let targets: HashSet<String> = first.actions.iter().map(|(t, _, _)| key(t)).collect();
+            for second in &invocations[n + 1..] {
+                if first.ended.is_some_and(|ended| ended <= second.started) {
+                    continue;
+                }
+                let mut shared: Vec<String> = second
+                    .actions
+                    .iter()
+                    .map(|(t, _, _)| key(t))
+                    .filter(|t| targets.contains(t))
+                    .collect();
+                if !shared.is_empty() {
+                    shared.sort();
+                    overlaps.push(Overlap {
+                        first: first.name.clone(),
+                        second: second.name.clone(),
+                        targets: shared,
+                    });
+                }
+            }
+        }
+        overlaps
+    }
+
+    /// How many actions all the invocations created so far included: what a batch cost.
+    pub fn action_executions(&self) -> usize {
+        self.lock()
+            .invocations
+            .values()
+            .map(|i| i.actions.len())
+            .sum()
     }
 }
 
@@ -263,7 +325,8 @@ fn body_of(action: &Value) -> &Value {
         .unwrap_or(&Value::Null)
 }
 
-fn finish(invocation: &mut Invocation, graph: &[Value], failed: &[(&str, &str)]) {
+fn finish(invocation: &mut Invocation, graph: &[Value], failed: &[(&str, &str)], at: u64) {
+    invocation.ended = Some(at);
     let by_key: HashMap<String, &Value> = graph.iter().map(|a| (key(&a["target"]), a)).collect();
     let failed: HashMap<&str, &str> = failed.iter().copied().collect();
     let mut broken: HashSet<String> = HashSet::new();
@@ -356,6 +419,11 @@ impl Child {
             self.p, self.l, self.r
         )
     }
+}
+
+fn tick(inner: &mut Inner) -> u64 {
+    inner.clock += 1;
+    inner.clock
 }
 
 fn new_id(inner: &mut Inner) -> String {
@@ -528,6 +596,8 @@ async fn create_invocation(
         state: "RUNNING",
         actions,
         gets: 0,
+        started: tick(&mut inner),
+        ended: None,
     };
     let resource = invocation.resource();
     inner.invocations.insert(name, invocation);
@@ -588,6 +658,7 @@ async fn workflow_invocation(
     let Inner {
         invocations,
         compilations,
+        clock,
         ..
     } = &mut *inner;
     let Some(invocation) = invocations.get_mut(&name) else {
@@ -598,7 +669,8 @@ async fn workflow_invocation(
             invocation.gets += 1;
             if invocation.state == "RUNNING" && auto.is_some_and(|after| invocation.gets >= after) {
                 let graph = &compilations[&invocation.compilation].actions;
-                finish(invocation, graph, &[]);
+                *clock += 1;
+                finish(invocation, graph, &[], *clock);
             }
             Json(invocation.resource()).into_response()
         }
@@ -652,6 +724,7 @@ async fn invocation_method(
     }
     let name = format!("{}/workflowInvocations/{id}", child.repo());
     let mut inner = handle.lock();
+    let at = tick(&mut inner);
     let Some(invocation) = inner.invocations.get_mut(&name) else {
         return google_error(404, format!("{name} not found"));
     };
@@ -666,6 +739,7 @@ async fn invocation_method(
         );
     }
     invocation.state = "CANCELLED";
+    invocation.ended = Some(at);
     for (_, state, _) in invocation.actions.iter_mut() {
         if matches!(*state, "PENDING" | "RUNNING") {
             *state = "CANCELLED";
@@ -750,6 +824,12 @@ pub fn router(handle: Handle) -> Router {
         .route(
             "/_fake/invocations",
             get(|State(h): State<Handle>| async move { Json(h.created_invocations()) }),
+        )
+        .route(
+            "/_fake/overlaps",
+            get(|State(h): State<Handle>| async move {
+                Json(json!({"overlaps": h.overlaps(), "action_executions": h.action_executions()}))
+            }),
         )
         .route(
             "/_fake/invocations/{id}/complete",
