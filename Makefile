@@ -58,6 +58,7 @@ bench: deps release
 	$(VENV)/bin/pip install --quiet -r bench/requirements.txt
 	$(PY) bench/decrypt_bench.py
 	$(PY) bench/service_bench.py
+	cargo bench --workspace $(CARGO_FLAGS) --bench coalescing
 
 clean:
 	cargo clean
