@@ -66,6 +66,8 @@ pub enum EventType {
     /// sigma-dataflow refused a new version of the pipeline registry and kept serving the
     /// one it had.
     RegistryRejected,
+    /// sigma-dataform queued a load behind running invocations that share its actions.
+    Queued,
     /// sigma-dataform created a workflow invocation.
     Invoked,
     /// sigma-dataform had nothing to run (or had already run it) and created no invocation.
@@ -73,12 +75,13 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 8] = [
         Self::Decrypted,
         Self::Rejected,
         Self::Launched,
         Self::Adopted,
         Self::RegistryRejected,
+        Self::Queued,
         Self::Invoked,
         Self::Skipped,
     ];
@@ -90,6 +93,7 @@ impl EventType {
             Self::Launched => "sigma.dataflow.launched",
             Self::Adopted => "sigma.dataflow.adopted",
             Self::RegistryRejected => "sigma.dataflow.registry_rejected",
+            Self::Queued => "sigma.dataform.queued",
             Self::Invoked => "sigma.dataform.invoked",
             Self::Skipped => "sigma.dataform.skipped",
         }
@@ -100,7 +104,7 @@ impl EventType {
         match self {
             Self::Decrypted | Self::Rejected => "sigma-decrypt",
             Self::Launched | Self::Adopted | Self::RegistryRejected => "sigma-dataflow",
-            Self::Invoked | Self::Skipped => "sigma-dataform",
+            Self::Queued | Self::Invoked | Self::Skipped => "sigma-dataform",
         }
     }
 }
@@ -406,6 +410,7 @@ mod tests {
                 "sigma.dataflow.launched",
                 "sigma.dataflow.adopted",
                 "sigma.dataflow.registry_rejected",
+                "sigma.dataform.queued",
                 "sigma.dataform.invoked",
                 "sigma.dataform.skipped",
             ]

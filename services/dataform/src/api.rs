@@ -294,13 +294,27 @@ impl DataformApi {
     }
 
     /// The invocation's state and its actions' outcomes, from every page; at most `sample`
-    /// failures listed.
-    pub async fn status(&self, name: &str, sample: Sample) -> Result<Status, DataformError> {
+    /// failures listed. With `only`, the actions counted are those of these targets (one
+    /// load's share of an invocation that serves several).
+    pub async fn status(
+        &self,
+        name: &str,
+        sample: Sample,
+        only: Option<&HashSet<Target>>,
+    ) -> Result<Status, DataformError> {
         let state = self.invocation(name).await?.state;
         let mut actions = BTreeMap::new();
         let mut failed = Vec::new();
         let mut count = 0;
         self.each_action(name, |action| {
+            if let Some(only) = only
+                && !action
+                    .target
+                    .as_ref()
+                    .is_some_and(|t| only.contains(&graph_target(t)))
+            {
+                return;
+            }
             count += 1;
             let action_state = action
                 .state

@@ -14,42 +14,56 @@ use crate::graph::{Graph, Kind, Target};
 /// The runnable dependents of `source` (never `source` itself), dependencies first, ties
 /// broken by target so the same graph always gives the same order.
 pub fn closure(graph: &Graph, source: u32) -> Vec<u32> {
-    const UNSEEN: u32 = u32::MAX;
-    // One slot per node: UNSEEN, or (once reached) how many of its dependencies inside the
-    // closure have not been ordered yet. Dense arrays keep a 100,000-node closure in cache.
-    let mut pending = vec![UNSEEN; graph.len()];
-    pending[source as usize] = 0;
+    let mut seen = vec![false; graph.len()];
+    seen[source as usize] = true;
     let mut reached = vec![source];
     let mut next = 0;
     while next < reached.len() {
         let node = reached[next];
         next += 1;
         for &dependent in graph.dependents(node) {
-            if pending[dependent as usize] == UNSEEN {
-                pending[dependent as usize] = 0;
+            if !seen[dependent as usize] {
+                seen[dependent as usize] = true;
                 reached.push(dependent);
             }
         }
     }
+    dependencies_first(graph, &reached[1..])
+        .into_iter()
+        .filter(|&node| graph.action(node).kind.is_runnable())
+        .collect()
+}
+
+/// `nodes` ordered so that each comes after its dependencies among them, ties broken by
+/// target: the order a union of closures is listed in.
+pub fn dependencies_first(graph: &Graph, nodes: &[u32]) -> Vec<u32> {
+    const OUTSIDE: u32 = u32::MAX;
+    // One slot per node: OUTSIDE, or how many of its dependencies among `nodes` have not
+    // been ordered yet. Dense arrays keep a 100,000-node closure in cache.
+    let mut pending = vec![OUTSIDE; graph.len()];
+    for &node in nodes {
+        pending[node as usize] = 0;
+    }
     let mut ready = BinaryHeap::new();
-    for &node in &reached[1..] {
+    for &node in nodes {
         let inside = graph
             .dependencies(node)
             .iter()
-            .filter(|&&d| d != source && pending[d as usize] != UNSEEN)
+            .filter(|&&d| pending[d as usize] != OUTSIDE)
             .count();
         pending[node as usize] = inside as u32;
         if inside == 0 {
             ready.push(Reverse((graph.rank(node), node)));
         }
     }
-    let mut ordered = Vec::with_capacity(reached.len() - 1);
+    let mut ordered = Vec::with_capacity(nodes.len());
     while let Some(Reverse((_, node))) = ready.pop() {
-        if graph.action(node).kind.is_runnable() {
-            ordered.push(node);
-        }
+        ordered.push(node);
         for &dependent in graph.dependents(node) {
             let count = &mut pending[dependent as usize];
+            if *count == OUTSIDE {
+                continue;
+            }
             *count -= 1;
             if *count == 0 {
                 ready.push(Reverse((graph.rank(dependent), dependent)));

@@ -10,7 +10,8 @@
 //! | `DATAFORM_GRAPH_TTL_SECONDS` | how long a compilation (or graph file) is reused, default 300 |
 //! | `DATAFORM_GRAPH_STALE_SECONDS` | how long past its TTL the last good graph still serves while refreshes fail, default 1800 |
 //! | `DATAFORM_GRAPH_RETRY_SECONDS` | the first wait after a failed load before the next one, doubling up to 60 s; default 1 |
-//! | `DATAFORM_STATE_BUCKET` | bucket for idempotency records; without it they live in the instance's memory |
+//! | `DATAFORM_STATE_BUCKET` | bucket for idempotency records and the schedule; without it they live in the instance's memory (coalescing is then per instance) |
+//! | `DATAFORM_SETTLE_SECONDS` | how long a load with nothing running in its way waits for siblings before its batch starts, default 30 |
 //! | `DATAFORM_LEDGER_CAPACITY` | most keys the in-memory records keep (least recently written go first), default 10000 |
 
 use std::path::PathBuf;
@@ -52,12 +53,18 @@ pub struct Config {
     pub state_bucket: Option<BucketName>,
     /// The most keys the in-memory ledger keeps (used without `state_bucket`).
     pub ledger_capacity: usize,
+    /// How long a load waits for siblings before its batch may start.
+    pub settle: Duration,
 }
 
 const DEFAULT_TTL_SECONDS: u64 = 300;
 const DEFAULT_STALE_SECONDS: u64 = 1800;
 const DEFAULT_RETRY_SECONDS: u64 = 1;
 const DEFAULT_LEDGER_CAPACITY: usize = 10_000;
+/// A nightly extract's files land within a minute, and their Dataflow jobs end within
+/// seconds to a minute of each other: 30 s lets most of them share one invocation (see the
+/// README's coalescing simulation) for a delay small next to a Dataflow job's minutes.
+const DEFAULT_SETTLE_SECONDS: u64 = 30;
 
 impl Config {
     /// The defaults around `origin`; tests and examples change what they need.
@@ -69,6 +76,7 @@ impl Config {
             retry: Duration::from_secs(DEFAULT_RETRY_SECONDS),
             state_bucket: None,
             ledger_capacity: DEFAULT_LEDGER_CAPACITY,
+            settle: Duration::from_secs(DEFAULT_SETTLE_SECONDS),
         }
     }
 
@@ -109,6 +117,7 @@ impl Config {
             retry: seconds("DATAFORM_GRAPH_RETRY_SECONDS", DEFAULT_RETRY_SECONDS)?,
             state_bucket: config::parsed("DATAFORM_STATE_BUCKET")?,
             ledger_capacity,
+            settle: seconds("DATAFORM_SETTLE_SECONDS", DEFAULT_SETTLE_SECONDS)?,
         })
     }
 }

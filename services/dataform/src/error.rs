@@ -30,7 +30,9 @@ pub enum DataformError {
     InvocationsUnavailable,
     #[error("no workflow invocation {0}")]
     UnknownInvocation(String),
-    #[error("{0:?} names no invocation method: the one there is is {{id}}:cancel")]
+    #[error("no ticket {0}")]
+    UnknownTicket(String),
+    #[error("{0:?} names no method: the one there is is {{id}}:cancel")]
     UnknownMethod(String),
     #[error("another request with this idempotency key is creating its invocation; retry shortly")]
     InvocationInProgress,
@@ -40,6 +42,9 @@ pub enum DataformError {
         failure: Failure,
         message: String,
     },
+    /// Other instances kept replacing the schedule while this one decided.
+    #[error("the schedule kept changing under this request; retry shortly")]
+    ScheduleBusy,
     #[error("the idempotency record {0} is unreadable")]
     CorruptRecord(String),
     #[error(transparent)]
@@ -73,14 +78,15 @@ impl HttpError for DataformError {
     fn status(&self) -> StatusCode {
         match self {
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            Self::UnknownTable(_) | Self::UnknownInvocation(_) | Self::UnknownMethod(_) => {
-                StatusCode::NOT_FOUND
-            }
+            Self::UnknownTable(_)
+            | Self::UnknownInvocation(_)
+            | Self::UnknownTicket(_)
+            | Self::UnknownMethod(_) => StatusCode::NOT_FOUND,
             Self::AmbiguousTable { .. } => StatusCode::CONFLICT,
             Self::CompilationFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::InvalidGraph(_) | Self::CorruptRecord(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::InvocationsUnavailable => StatusCode::NOT_IMPLEMENTED,
-            Self::InvocationInProgress => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InvocationInProgress | Self::ScheduleBusy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Google { failure, .. } => failure.status(),
             Self::Storage(e) => e.status(),
             Self::GraphUnavailable(e) => e.status(),
@@ -96,6 +102,8 @@ impl HttpError for DataformError {
             Self::InvalidGraph(_) => "invalid_graph",
             Self::InvocationsUnavailable => "invocations_unavailable",
             Self::UnknownInvocation(_) => "unknown_invocation",
+            Self::UnknownTicket(_) => "unknown_ticket",
+            Self::ScheduleBusy => "schedule_busy",
             Self::UnknownMethod(_) => "not_found",
             Self::InvocationInProgress => "invocation_in_progress",
             Self::Google {
@@ -143,9 +151,14 @@ impl DataformError {
                 &Self::UnknownInvocation(String::new()),
                 "No such invocation.",
             ),
+            ErrorDoc::of(&Self::UnknownTicket(String::new()), "No such ticket."),
             ErrorDoc::of(
                 &Self::UnknownMethod(String::new()),
-                "A `POST` under `/invocations/` other than `/invocations/{id}:cancel`.",
+                "A `POST` under `/invocations/` or `/tickets/` other than `{id}:cancel`.",
+            ),
+            ErrorDoc::of(
+                &Self::ScheduleBusy,
+                "Other instances kept changing the schedule while this request decided; retry shortly.",
             ),
             ErrorDoc::of(
                 &Self::AmbiguousTable {

@@ -32,6 +32,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use google_cloud_storage::client::Storage;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sigma_shared::record::{self, Conflict, RecordError};
@@ -39,6 +40,7 @@ use sigma_shared::{BucketName, Generation, ObjectRef};
 
 use crate::error::DataformError;
 use crate::graph::Target;
+use crate::schedule::Member;
 
 /// Longer than a create call can take with its retries: a claim this old belongs to a
 /// request that died between claiming and recording.
@@ -94,12 +96,25 @@ pub enum Record {
         targets: String,
         #[serde(default)]
         count: usize,
+        /// The load this key queued, when it waited for its turn: its own actions are the
+        /// ones its ticket reports.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ticket: Option<Member>,
     },
+    /// Waiting in the schedule for overlapping invocations to end (batch coalescing).
+    Queued { ticket: Member },
     Released {
         /// Creates that failed ambiguously: search for them before creating again.
         #[serde(default)]
         attempts: Vec<Attempt>,
     },
+}
+
+impl Record {
+    /// A claim whose owner may still be creating the invocation.
+    pub fn is_live_claim(&self) -> bool {
+        matches!(self, Self::Claimed { claimed_at, .. } if now().saturating_sub(*claimed_at) < LEASE_SECONDS)
+    }
 }
 
 /// The right to create the invocation for a key, held until `complete` or `release`.
@@ -123,7 +138,7 @@ pub enum Claim {
 
 /// Records in this instance's memory, the least recently written dropped beyond `capacity`.
 pub struct MemoryLedger {
-    records: HashMap<String, (i64, Record, u64)>,
+    records: HashMap<String, (i64, serde_json::Value, u64)>,
     /// Last write's tick of each record, oldest first.
     order: BTreeMap<u64, String>,
     tick: u64,
@@ -131,13 +146,13 @@ pub struct MemoryLedger {
 }
 
 impl MemoryLedger {
-    fn get(&self, name: &str) -> Option<(i64, Record)> {
+    fn get(&self, name: &str) -> Option<(i64, serde_json::Value)> {
         self.records
             .get(name)
             .map(|(version, record, _)| (*version, record.clone()))
     }
 
-    fn put(&mut self, name: &str, version: i64, record: Record) {
+    fn put(&mut self, name: &str, version: i64, record: serde_json::Value) {
         self.tick += 1;
         if let Some((_, _, tick)) = self
             .records
@@ -191,10 +206,18 @@ pub fn attempt_key(key: &str, attempt: sigma_shared::Attempt) -> String {
 
 /// Keys carry object names; hashing them gives a fixed-size, safe object name.
 pub fn record_name(key: &str) -> String {
-    format!(
-        "dataform/invocations/{}.json",
-        hex(&Sha256::digest(key.as_bytes()))
-    )
+    ticket_record(&ticket_id(key))
+}
+
+/// The id of the ticket a key's request holds: the hash its record is named by, so that a
+/// ticket leads to its record without a second index.
+pub fn ticket_id(key: &str) -> String {
+    hex(&Sha256::digest(key.as_bytes()))
+}
+
+/// The record of the key whose ticket is `id`.
+pub fn ticket_record(id: &str) -> String {
+    format!("dataform/invocations/{id}.json")
 }
 
 fn with(mut attempts: Vec<Attempt>, attempt: &Attempt) -> Vec<Attempt> {
@@ -224,16 +247,30 @@ impl Ledger {
 
     /// The stored record of `key` and its size as stored, for tests and operators.
     pub async fn record(&self, key: &str) -> Result<Option<(usize, Record)>, DataformError> {
-        Ok(self.read(&record_name(key)).await?.map(|(_, record)| {
-            let size = serde_json::to_vec(&record).map_or(0, |b| b.len());
-            (size, record)
-        }))
+        Ok(self
+            .read::<Record>(&record_name(key))
+            .await?
+            .map(|(_, record)| {
+                let size = serde_json::to_vec(&record).map_or(0, |b| b.len());
+                (size, record)
+            }))
     }
 
-    async fn read(&self, name: &str) -> Result<Option<(i64, Record)>, DataformError> {
+    /// The record stored under `name` and its version.
+    pub(crate) async fn read<T: DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<(i64, T)>, DataformError> {
         match self {
             Self::Memory(records) => {
-                Ok(records.lock().unwrap_or_else(|e| e.into_inner()).get(name))
+                let stored = records.lock().unwrap_or_else(|e| e.into_inner()).get(name);
+                stored
+                    .map(|(version, value)| {
+                        serde_json::from_value(value)
+                            .map(|record| (version, record))
+                            .map_err(|e| DataformError::CorruptRecord(format!("{name}: {e}")))
+                    })
+                    .transpose()
             }
             Self::Gcs { client, bucket } => {
                 match record::read(client, &Self::object(bucket, name)?).await {
@@ -247,22 +284,25 @@ impl Ledger {
         }
     }
 
-    /// Writes `record` if the stored version is still `expected` (`None`: no record yet).
-    async fn write(
+    /// Writes `record` under `name` if the stored version is still `expected` (`None`: no
+    /// record yet).
+    pub(crate) async fn write<T: Serialize>(
         &self,
         name: &str,
-        record: &Record,
+        record: &T,
         expected: Option<i64>,
     ) -> Result<Result<i64, Conflict>, DataformError> {
         match self {
             Self::Memory(records) => {
+                let value = serde_json::to_value(record)
+                    .map_err(|e| DataformError::CorruptRecord(format!("{name}: {e}")))?;
                 let mut records = records.lock().unwrap_or_else(|e| e.into_inner());
                 let current = records.get(name).map(|(version, _)| version);
                 if current != expected {
                     return Ok(Err(Conflict));
                 }
                 let version = current.unwrap_or(0) + 1;
-                records.put(name, version, record.clone());
+                records.put(name, version, value);
                 Ok(Ok(version))
             }
             Self::Gcs { client, bucket } => {
@@ -282,18 +322,17 @@ impl Ledger {
     pub async fn claim(&self, key: &str, attempt: &Attempt) -> Result<Claim, DataformError> {
         let name = record_name(key);
         for _ in 0..3 {
-            let (expected, earlier) = match self.read(&name).await? {
+            let (expected, earlier) = match self.read::<Record>(&name).await? {
                 None => (None, Vec::new()),
                 Some((_, Record::Created { invocation, .. })) => {
                     return Ok(Claim::Existing { invocation });
                 }
-                Some((_, Record::Claimed { claimed_at, .. }))
-                    if now().saturating_sub(claimed_at) < LEASE_SECONDS =>
-                {
+                Some((_, record)) if record.is_live_claim() => {
                     return Err(DataformError::InvocationInProgress);
                 }
                 Some((version, Record::Claimed { attempts, .. }))
                 | Some((version, Record::Released { attempts })) => (Some(version), attempts),
+                Some((version, Record::Queued { .. })) => (Some(version), Vec::new()),
             };
             let claimed = Record::Claimed {
                 claimed_at: now(),
@@ -304,7 +343,7 @@ impl Ledger {
                 Ok(version) => Some(version),
                 // The write may have landed with its answer lost (the client retried it
                 // and met its own write): ours if what is stored is exactly it.
-                Err(Conflict) => match self.read(&name).await? {
+                Err(Conflict) => match self.read::<Record>(&name).await? {
                     Some((version, stored)) if stored == claimed => Some(version),
                     _ => None,
                 },
@@ -336,7 +375,7 @@ impl Ledger {
             {
                 Ok(Ok(_)) => return,
                 // A write whose answer was lost may have landed: read it back.
-                Ok(Err(Conflict)) => match self.read(&ticket.object).await {
+                Ok(Err(Conflict)) => match self.read::<Record>(&ticket.object).await {
                     Ok(Some((_, stored))) if stored == record => return,
                     Ok(_) => {
                         tracing::warn!(
@@ -411,6 +450,7 @@ mod tests {
             compilation_result: "comp".into(),
             targets: "d".into(),
             count: 1,
+            ticket: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! The invoke protocol, whatever the deliveries and failures: resolve the loaded table,
-//! compute its closure, claim the key, create one invocation for exactly that closure,
+//! compute its closure, take its turn in the schedule (`queue.rs`: it waits while an
+//! invocation sharing its actions runs), claim the key, create one invocation for its batch,
 //! record it, and report it on the events topic.
 //!
 //! The handlers in `routes.rs` only parse requests and shape answers; every decision about
@@ -13,6 +14,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 use sigma_shared::config::ConfigError;
@@ -24,9 +26,13 @@ use crate::closure::{ActionView, Report, closure};
 use crate::config::{Config, GraphOrigin};
 use crate::error::DataformError;
 use crate::graph::{Graph, Target};
-use crate::idempotency::{Attempt, Claim, Ledger, Record, Ticket, attempt_key, targets_digest};
+use crate::idempotency::{
+    Attempt, Ledger, Record, Ticket, attempt_key, record_name, targets_digest, ticket_id,
+};
 use crate::name::{Resolution, TableName};
+use crate::queue::{Turn, now_ms};
 use crate::request::{Closure, Invoke, Loaded, Sample};
+use crate::schedule::Member;
 use crate::source::{Freshness, GraphSource, Origin};
 
 /// Everything a request needs: where the graph comes from, the API to invoke through, the
@@ -35,8 +41,10 @@ pub struct Invoker {
     pub source: GraphSource,
     /// Present when the graph comes from the API: only then can invocations be created.
     api: Option<Arc<DataformApi>>,
-    ledger: Ledger,
-    events: Events,
+    pub(crate) ledger: Ledger,
+    pub(crate) events: Events,
+    /// How long a load waits for siblings before its batch may start.
+    settle: Duration,
 }
 
 /// The `/invoke` answer.
@@ -60,6 +68,42 @@ pub struct Invoked {
     pub replayed: bool,
     /// The attempt whose invocation this is: the request's own, or the earlier one adopted.
     pub attempt: RunAttempt,
+    /// The request's place in the schedule: `GET /tickets/{ticket}` reports its own actions
+    /// in the invocation. `null` when nothing was created.
+    pub ticket: Option<String>,
+}
+
+/// The `/invoke` answer when the load waits for its turn (HTTP 202).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Queued {
+    /// Always `true`: poll `GET /tickets/{ticket}` until it is started, then until it ends.
+    pub queued: bool,
+    pub ticket: String,
+    /// The running invocations that share its actions (or `ticket:ID` for a batch being
+    /// started); empty while it only waits `DATAFORM_SETTLE_SECONDS` for siblings.
+    pub waiting_for: Vec<String>,
+    /// How many actions the load needs.
+    pub actions: usize,
+    pub source: Target,
+    pub attempt: RunAttempt,
+}
+
+/// What `/invoke` answers.
+#[derive(Debug)]
+pub enum Answer {
+    Invoked(Invoked),
+    Queued(Queued),
+}
+
+impl axum::response::IntoResponse for Answer {
+    fn into_response(self) -> axum::response::Response {
+        match self {
+            Self::Invoked(invoked) => axum::Json(invoked).into_response(),
+            Self::Queued(queued) => {
+                (axum::http::StatusCode::ACCEPTED, axum::Json(queued)).into_response()
+            }
+        }
+    }
 }
 
 /// The `POST /invocations/{id}:cancel` answer.
@@ -145,6 +189,7 @@ impl Invoker {
             api,
             ledger,
             events: Events::disabled(),
+            settle: config.settle,
         })
     }
 
@@ -163,7 +208,7 @@ impl Invoker {
         &self.ledger
     }
 
-    fn api(&self) -> Result<&DataformApi, DataformError> {
+    pub(crate) fn api(&self) -> Result<&DataformApi, DataformError> {
         self.api
             .as_deref()
             .ok_or(DataformError::InvocationsUnavailable)
@@ -178,14 +223,16 @@ impl Invoker {
         Ok(report)
     }
 
-    pub async fn invoke(&self, request: &Invoke) -> Result<Invoked, DataformError> {
+    pub async fn invoke(&self, request: &Invoke) -> Result<Answer, DataformError> {
         let mut answer = self.invoke_all(request).await?;
-        request.sample.apply(&mut answer.actions);
+        if let Answer::Invoked(invoked) = &mut answer {
+            request.sample.apply(&mut invoked.actions);
+        }
         Ok(answer)
     }
 
     /// `/invoke` with every action listed.
-    async fn invoke_all(&self, request: &Invoke) -> Result<Invoked, DataformError> {
+    async fn invoke_all(&self, request: &Invoke) -> Result<Answer, DataformError> {
         let snapshot = self.source.current().await?;
         let source = resolve(&snapshot.graph, &request.loaded.table)?;
         let mut nodes = closure(&snapshot.graph, source);
@@ -209,7 +256,12 @@ impl Invoker {
                         targets: targets_digest(&targets),
                     };
                     answer.attempt = attempt;
-                    return Ok(replay(&snapshot.graph, answer, &digest, found));
+                    return Ok(Answer::Invoked(replay(
+                        &snapshot.graph,
+                        answer,
+                        &digest,
+                        found,
+                    )));
                 }
                 Earlier::Ended(succeeded) if request.rerun == Rerun::Failed => {
                     nodes = still_to_run(&snapshot.graph, &nodes, &succeeded);
@@ -224,74 +276,74 @@ impl Invoker {
             if answer.skipped && !request.dry_run {
                 self.publish(EventType::Skipped, &request.loaded, &answer);
             }
-            return Ok(answer);
+            return Ok(Answer::Invoked(answer));
         }
         let api = self.api()?;
-        let Some(compilation) = &snapshot.compilation else {
+        if snapshot.compilation.is_none() {
             return Err(DataformError::InvocationsUnavailable);
-        };
-        let targets: Vec<Target> = answer.actions.iter().map(ActionView::target).collect();
-        let attempt = Attempt {
-            compilation_result: compilation.clone(),
-            targets: targets_digest(&targets),
-        };
-        let Some(key) = &key else {
-            let created = api
-                .invoke(compilation, &targets, request.fully_refresh_incremental)
-                .await
-                .map_err(|failed| failed.error)?;
-            return Ok(self.created(request, answer, created.name, created.state));
-        };
-        let ticket = match self.ledger.claim(key, &attempt).await? {
-            Claim::Existing { invocation } => {
-                let found = api.invocation(&invocation).await?;
-                return Ok(replay(&snapshot.graph, answer, &attempt, found));
-            }
-            Claim::Acquired(ticket) => ticket,
-        };
-        // An earlier create under this key failed ambiguously: it may have been carried out.
-        match self.search(api, &ticket).await {
-            Ok(Some(found)) => {
-                tracing::info!(
-                    invocation = found.name,
-                    "adopting the invocation an earlier, ambiguously failed create made"
-                );
-                self.ledger
-                    .complete(
-                        ticket,
-                        created_record(&found.name, &found.compilation_result, &found.targets),
-                    )
-                    .await;
-                let answer = replay(&snapshot.graph, answer, &attempt, found);
-                self.publish(EventType::Invoked, &request.loaded, &answer);
-                return Ok(answer);
-            }
-            Ok(None) => {}
-            Err(e) => {
-                self.ledger.release(ticket, false).await;
-                return Err(e);
-            }
         }
-        match api
-            .invoke(compilation, &targets, request.fully_refresh_incremental)
-            .await
+        // Without a key of the caller's the request still takes its turn, under a key of
+        // its own.
+        let key = key.unwrap_or_else(|| format!("sigma/ticket/{:032x}", rand::random::<u128>()));
+        let ticket = ticket_id(&key);
+        let mut answer = answer;
+        answer.ticket = Some(ticket.clone());
+        if let Some((_, Record::Created { invocation, .. })) =
+            self.ledger.read::<Record>(&record_name(&key)).await?
         {
-            Ok(created) => {
-                self.ledger
-                    .complete(ticket, created_record(&created.name, compilation, &targets))
-                    .await;
-                Ok(self.created(request, answer, created.name, created.state))
+            let found = api.invocation(&invocation).await?;
+            answer.invocation = Some(found.name);
+            answer.compilation_result = Some(found.compilation_result);
+            answer.state = Some(found.state);
+            answer.replayed = true;
+            return Ok(Answer::Invoked(answer));
+        }
+        let now = now_ms();
+        let member = Member {
+            ticket: ticket.clone(),
+            key,
+            table: answer.source.clone(),
+            only: (!request.attempt.is_first())
+                .then(|| answer.actions.iter().map(ActionView::target).collect()),
+            object: request.loaded.object.clone(),
+            generation: request.loaded.generation,
+            fully_refresh_incremental: request.fully_refresh_incremental,
+            queued_at: now,
+            ready_at: now + self.settle.as_millis() as u64,
+        };
+        let (turn, admitted) = self.take_turn(&snapshot, Some(&member), &ticket).await?;
+        match turn {
+            Turn::Started {
+                invocation,
+                state,
+                created,
+            } => {
+                answer.invocation = Some(invocation);
+                answer.state = Some(state);
+                answer.replayed = !created;
+                Ok(Answer::Invoked(answer))
             }
-            Err(failed) => {
-                if failed.ambiguous {
-                    tracing::warn!(
-                        "the create may have been carried out; the next attempt searches for it: {}",
-                        failed.error
+            Turn::Waiting { waiting_for } => {
+                if admitted {
+                    tracing::info!(
+                        ticket,
+                        waiting_for = waiting_for.join(","),
+                        "queued behind overlapping invocations, or to settle"
                     );
+                    self.publish_queued(&member, &waiting_for, answer.count);
                 }
-                self.ledger.release(ticket, failed.ambiguous).await;
-                Err(failed.error)
+                self.record_queued(&member).await?;
+                Ok(Answer::Queued(Queued {
+                    queued: true,
+                    ticket,
+                    waiting_for,
+                    actions: answer.count,
+                    source: answer.source,
+                    attempt: request.attempt,
+                }))
             }
+            Turn::Starting => Err(DataformError::InvocationInProgress),
+            Turn::Absent => Err(DataformError::ScheduleBusy),
         }
     }
 
@@ -317,6 +369,7 @@ impl Invoker {
             dry_run: request.dry_run,
             replayed: false,
             attempt: request.attempt,
+            ticket: None,
         }
     }
 
@@ -353,27 +406,27 @@ impl Invoker {
         let api = self.api()?;
         let name = self.invocation_name(id)?;
         let mut cancel_requested = false;
-        if !api.status(&name, Sample::NONE).await?.terminal {
+        if !api.status(&name, Sample::NONE, None).await?.terminal {
             match api.cancel(&name).await {
                 Ok(()) => {
                     cancel_requested = true;
                     tracing::info!(invocation = name, "asked Dataform to cancel the invocation");
                 }
                 Err(refused) => {
-                    if !api.status(&name, Sample::NONE).await?.terminal {
+                    if !api.status(&name, Sample::NONE, None).await?.terminal {
                         return Err(refused);
                     }
                 }
             }
         }
         Ok(Cancelled {
-            status: api.status(&name, sample).await?,
+            status: api.status(&name, sample, None).await?,
             cancel_requested,
         })
     }
 
     /// The invocation one of the ticket's earlier attempts created, if any did.
-    async fn search(
+    pub(crate) async fn search(
         &self,
         api: &DataformApi,
         ticket: &Ticket,
@@ -386,28 +439,10 @@ impl Invoker {
         Ok(None)
     }
 
-    fn created(
-        &self,
-        request: &Invoke,
-        mut answer: Invoked,
-        name: String,
-        state: String,
-    ) -> Invoked {
-        tracing::info!(
-            invocation = name,
-            actions = answer.count,
-            "invocation created"
-        );
-        answer.invocation = Some(name);
-        answer.state = Some(state);
-        self.publish(EventType::Invoked, &request.loaded, &answer);
-        answer
-    }
-
     /// The invocation named by its id or by its full name as `/invoke` returns it.
     pub async fn status(&self, id: &str, sample: Sample) -> Result<Status, DataformError> {
         let name = self.invocation_name(id)?;
-        self.api()?.status(&name, sample).await
+        self.api()?.status(&name, sample, None).await
     }
 
     fn invocation_name(&self, id: &str) -> Result<String, DataformError> {
@@ -436,15 +471,6 @@ impl Invoker {
                     "actions": answer.count,
                 })),
         );
-    }
-}
-
-fn created_record(invocation: &str, compilation_result: &str, targets: &[Target]) -> Record {
-    Record::Created {
-        invocation: invocation.to_owned(),
-        compilation_result: compilation_result.to_owned(),
-        targets: targets_digest(targets),
-        count: targets.len(),
     }
 }
 

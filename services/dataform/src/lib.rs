@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod closure;
+pub mod coalesce;
 pub mod config;
 pub mod error;
 pub mod graph;
@@ -15,8 +16,10 @@ pub mod idempotency;
 pub mod invoke;
 pub mod name;
 pub mod openapi;
+pub mod queue;
 pub mod request;
 pub mod routes;
+pub mod schedule;
 pub mod source;
 
 pub use invoke::Invoker;

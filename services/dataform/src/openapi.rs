@@ -12,6 +12,8 @@ use crate::error::DataformError;
     paths(
         crate::routes::closure_of,
         crate::routes::invoke,
+        crate::routes::ticket,
+        crate::routes::ticket_method,
         crate::routes::invocation,
         crate::routes::invocation_method
     ),
@@ -67,10 +69,45 @@ pub fn document() -> utoipa::openapi::OpenApi {
             errors(&[
                 "invocations_unavailable",
                 "invocation_in_progress",
+                "schedule_busy",
                 "corrupt_record",
                 "storage_unavailable",
                 "storage_error",
             ]),
+        ]
+        .concat(),
+    );
+    let ticket = [
+        "unknown_ticket",
+        "unknown_table",
+        "invocation_in_progress",
+        "schedule_busy",
+        "corrupt_record",
+        "storage_unavailable",
+        "storage_error",
+    ];
+    add_errors(
+        &mut api,
+        HttpMethod::Get,
+        "/tickets/{id}",
+        &[
+            query_errors(),
+            errors(INVOCATION),
+            errors(GRAPH),
+            errors(&ticket),
+        ]
+        .concat(),
+    );
+    add_errors(
+        &mut api,
+        HttpMethod::Post,
+        "/tickets/{id}:cancel",
+        &[
+            query_errors(),
+            errors(INVOCATION),
+            errors(GRAPH),
+            errors(&ticket),
+            errors(&["not_found"]),
         ]
         .concat(),
     );

@@ -38,18 +38,25 @@ pub fn compiled(name: &str) -> Value {
 pub fn file_config(fixture: &str) -> Config {
     Config {
         ttl: Duration::from_secs(60),
+        settle: Duration::ZERO,
         ..Config::new(GraphOrigin::File(fixture_path(fixture)))
     }
 }
 
-/// The fake Dataform API at `endpoint` as the source, compiling a release config.
+/// The fake Dataform API at `endpoint` as the source, compiling a release config; loads
+/// start at once unless a test gives them a settle window.
 pub fn api_config(endpoint: &str) -> Config {
-    Config::new(GraphOrigin::Api(ApiSettings {
-        repository: REPOSITORY.into(),
-        compile_from: CompileFrom::ReleaseConfig(format!("{REPOSITORY}/releaseConfigs/production")),
-        endpoint: Some(endpoint.to_owned()),
-        service_account: Some(SERVICE_ACCOUNT.into()),
-    }))
+    Config {
+        settle: Duration::ZERO,
+        ..Config::new(GraphOrigin::Api(ApiSettings {
+            repository: REPOSITORY.into(),
+            compile_from: CompileFrom::ReleaseConfig(format!(
+                "{REPOSITORY}/releaseConfigs/production"
+            )),
+            endpoint: Some(endpoint.to_owned()),
+            service_account: Some(SERVICE_ACCOUNT.into()),
+        }))
+    }
 }
 
 /// A Cloud Storage client for `endpoint` (fake-gcs-server, or a fault proxy in front of it).

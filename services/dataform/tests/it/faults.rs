@@ -1,6 +1,7 @@
 //! The fault matrix of `/invoke` (issue 11 §1): each step that talks to Google — compile
-//! (`compilationResults.create`), create (`workflowInvocations.create`), the claim write and
-//! the record write (Cloud Storage, the state bucket on fake-gcs-server) — broken each way
+//! (`compilationResults.create`), create (`workflowInvocations.create`), the schedule write,
+//! the claim write and the record write (Cloud Storage, the state bucket on
+//! fake-gcs-server) — broken each way
 //! a network breaks it: a 503, a connection cut before the server saw the request, and a
 //! connection cut after the server carried it out (the ambiguous failure).
 //!
@@ -131,7 +132,15 @@ impl Stack {
     async fn assert_exactly_once(&self, invocation: &Value) {
         let created = self.fake.handle.created_invocations();
         assert_eq!(created.len(), 1, "invocations created: {created:?}");
-        let records = self.gcs.list(STATE).await.unwrap();
+        let records: Vec<String> = self
+            .gcs
+            .list(STATE)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|object| object.name)
+            .filter(|name| name.starts_with("dataform/invocations/"))
+            .collect();
         assert_eq!(records.len(), 1, "{records:?}");
         match self.record().await {
             Record::Created {
@@ -168,6 +177,7 @@ impl Stack {
 enum Step {
     Compile,
     Create,
+    ScheduleWrite,
     ClaimWrite,
     RecordWrite,
 }
@@ -178,7 +188,7 @@ fn expected(step: Step, how: Break) -> Option<(u16, &'static str)> {
         (Step::Compile | Step::Create, _) => Some((503, "dataform_unavailable")),
         // Record writes carry a generation precondition, so the storage client retries
         // them itself, and a write whose answer was lost is recognised when read back.
-        (Step::ClaimWrite | Step::RecordWrite, _) => None,
+        (Step::ScheduleWrite | Step::ClaimWrite | Step::RecordWrite, _) => None,
     }
 }
 
@@ -193,12 +203,17 @@ async fn cell(step: Step, how: Break) {
         Step::Create => stack
             .api_proxy
             .inject(fault.path_contains("/workflowInvocations")),
-        Step::ClaimWrite => stack
+        // The load takes its turn in the schedule, then claims its key, then records the
+        // invocation.
+        Step::ScheduleWrite => stack
             .storage_proxy
             .inject(fault.path_contains(&upload).nth(1)),
-        Step::RecordWrite => stack
+        Step::ClaimWrite => stack
             .storage_proxy
             .inject(fault.path_contains(&upload).nth(2)),
+        Step::RecordWrite => stack
+            .storage_proxy
+            .inject(fault.path_contains(&upload).nth(3)),
     }
     let first = stack.invoke().await;
     let fired = stack.api_proxy.fired() + stack.storage_proxy.fired();
@@ -254,6 +269,23 @@ async fn create_cut_before_dataform_saw_it() {
 #[tokio::test]
 async fn create_cut_after_dataform_carried_it_out_is_adopted_not_repeated() {
     cell(Step::Create, Break::CutAfterUpstream).await;
+}
+
+#[tokio::test]
+async fn schedule_write_answered_503() {
+    cell(Step::ScheduleWrite, Break::Status503).await;
+}
+
+#[tokio::test]
+async fn schedule_write_cut_before_storage_saw_it() {
+    cell(Step::ScheduleWrite, Break::CutRequest).await;
+}
+
+/// The schedule was written, its answer lost: the retry reads it back and finds the load
+/// already in it, and never queues it twice.
+#[tokio::test]
+async fn schedule_write_cut_after_storage_carried_it_out() {
+    cell(Step::ScheduleWrite, Break::CutAfterUpstream).await;
 }
 
 #[tokio::test]

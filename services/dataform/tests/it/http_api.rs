@@ -660,29 +660,3 @@ async fn cancel_stops_a_running_invocation_and_answers_an_ended_one_with_its_sta
         "unknown_invocation",
     );
 }
-
-/// What issue 10's coalescing must bring to zero: today two loads of one table, a minute
-/// apart, run the same actions at the same time.
-#[tokio::test]
-async fn the_fake_reports_invocations_that_ran_the_same_actions_at_the_same_time() {
-    let Api { fake, service } = Api::start().await;
-    let upload = |generation: &str| json!({"bucket": "out-bucket", "name": "data/20240115/lkp_fechas.gz", "generation": generation});
-    let (_, first) = service.invoke(upload("1705312800000001")).await;
-    let (_, second) = service.invoke(upload("1705312800000002")).await;
-    fake.handle.complete(&invocation_id(&first), &[]).unwrap();
-    fake.handle.complete(&invocation_id(&second), &[]).unwrap();
-    let (status, third) = service.invoke(upload("1705312800000003")).await;
-    assert_eq!(status, 200, "{third}");
-
-    let overlaps = fake.handle.overlaps();
-    assert_eq!(overlaps.len(), 1, "{overlaps:?}");
-    assert_eq!(
-        (overlaps[0].first.as_str(), overlaps[0].second.as_str()),
-        (
-            first["invocation"].as_str().unwrap(),
-            second["invocation"].as_str().unwrap()
-        )
-    );
-    assert_eq!(overlaps[0].targets.len(), 16);
-    assert_eq!(fake.handle.action_executions(), 3 * 16);
-}

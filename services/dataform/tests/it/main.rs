@@ -3,6 +3,7 @@
 //! Tests that change process-wide environment variables stay in their own binaries.
 
 mod closures;
+mod coalescing;
 #[path = "../common/mod.rs"]
 mod common;
 mod faults;
