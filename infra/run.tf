@@ -62,6 +62,7 @@ locals {
         DATAFORM_RELEASE_CONFIG  = var.dataform_release_config
         DATAFORM_SERVICE_ACCOUNT = var.dataform_service_account
         DATAFORM_STATE_BUCKET    = google_storage_bucket.data["dataform-state"].name
+        DATAFORM_SETTLE_SECONDS  = tostring(var.dataform_settle_seconds)
       }
     }
   }

@@ -2,7 +2,7 @@
 # output:         decrypted gzip files the Dataflow pipelines read.
 # config:         the pipeline registry, and the job configs and launch records sigma-dataflow
 #                 writes.
-# dataform-state: the idempotency records sigma-dataform keeps under dataform/. A bucket of its
+# dataform-state: the idempotency records and the schedule sigma-dataform keeps under dataform/. A bucket of its
 #                 own, so that sigma-dataform cannot write the registry, which decides the Flex
 #                 Template that runs as the Dataflow worker account.
 locals {

@@ -185,6 +185,17 @@ variable "dataform_release_config" {
   default     = "production"
 }
 
+variable "dataform_settle_seconds" {
+  description = "How long a load with nothing running in its way waits for sibling loads before its Dataform invocation starts, so that a batch's files share one invocation (DATAFORM_SETTLE_SECONDS). 0 starts it at once."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.dataform_settle_seconds >= 0 && var.dataform_settle_seconds == floor(var.dataform_settle_seconds) && var.dataform_settle_seconds <= 3600
+    error_message = "dataform_settle_seconds must be a whole number of seconds from 0 to 3600."
+  }
+}
+
 variable "dataform_service_account" {
   description = "Email of the service account Dataform workflow invocations run as. Dataform enforces strict act-as for every repository: each invocation names an account, and its creator (sigma-dataform) must be allowed to act as it. Passed as DATAFORM_SERVICE_ACCOUNT; sigma-dataform gets roles/iam.serviceAccountUser on it."
   type        = string

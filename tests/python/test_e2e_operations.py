@@ -9,7 +9,6 @@ import threading
 import time
 from typing import Any
 
-import requests
 
 from sigma_stack.emulator import WorkflowFailed
 from sigma_stack.stack import DATAFORM_REPOSITORY, OUTPUT_BUCKET, Stack
@@ -67,7 +66,7 @@ def test_a_failed_invocation_is_rerun_by_a_replay_for_only_the_actions_that_did_
         deadline = time.monotonic() + 60
         while len(stack.fakes_api.invocations()) == created_before and time.monotonic() < deadline:
             time.sleep(0.2)
-        (invocation,) = _invocation_names(stack)[created_before:]
+        (invocation,) = stack.fakes_api.invocation_names(DATAFORM_REPOSITORY)[created_before:]
         stack.fakes_api.complete_invocation(invocation, {failing: "division by zero"})
         runner.join(timeout=60)
     finally:
@@ -84,20 +83,6 @@ def test_a_failed_invocation_is_rerun_by_a_replay_for_only_the_actions_that_did_
     assert failing in targets(rerun)
     assert targets(rerun) < targets(first), "only what did not succeed, and what depends on it"
     assert result["dataform"]["count"] == len(targets(rerun))
-
-
-def _invocation_names(stack: Stack) -> list[str]:
-    """Names of the invocations the fake Dataform created, oldest first (its ids count up)."""
-    names, token = [], ""
-    while True:
-        response = requests.get(f"{stack.fakes['dataform']}/v1/{DATAFORM_REPOSITORY}/workflowInvocations",
-                                params={"pageSize": 1000, "pageToken": token}, timeout=10)
-        response.raise_for_status()
-        page = response.json()
-        names += [invocation["name"] for invocation in page.get("workflowInvocations", [])]
-        token = page.get("nextPageToken", "")
-        if not token:
-            return names
 
 
 #: What the forked chains of the batch test read: set before forking, inherited by each child.

@@ -26,7 +26,8 @@ REGION = "europe-west1"
 INVOCATION_ID = "inv-20240115-1"
 INVOCATION = f"projects/sigma-local/locations/{REGION}/repositories/warehouse/workflowInvocations/{INVOCATION_ID}"
 JOB_PATH = f"/jobs/{JOB_ID}"
-INVOCATION_PATH = f"/invocations/{INVOCATION_ID}"
+TICKET = "5f1c0e3a9d2b4c7e8f6a1b3c5d7e9f0a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0e"
+TICKET_PATH = f"/tickets/{TICKET}"
 
 DECRYPTED = {"bucket": "company_output_bucket", "name": "data/20240115/lkp_fechas.gz", "generation": "22",
              "size": 1234, "skipped": False}
@@ -34,9 +35,11 @@ LAUNCHED = {"job_id": JOB_ID, "job_name": "sigma-lkp-fechas-20240115", "region":
             "fecha_lote": "20240115", "adopted": False, "dataform_table": "sigma-local.raw.lkp_fechas"}
 JOB_RUNNING = {"job_id": JOB_ID, "state": "RUNNING", "terminal": False, "errors": []}
 JOB_SUCCEEDED = {"job_id": JOB_ID, "state": "SUCCEEDED", "terminal": True, "errors": []}
-INVOKED = {"skipped": False, "invocation": INVOCATION, "count": 3, "actions": ["a", "b", "c"]}
-INVOCATION_RUNNING = {"name": INVOCATION, "state": "RUNNING", "terminal": False, "actions": {"RUNNING": 3}}
-INVOCATION_SUCCEEDED = {"name": INVOCATION, "state": "SUCCEEDED", "terminal": True, "actions": {"SUCCEEDED": 3}}
+INVOKED = {"skipped": False, "invocation": INVOCATION, "count": 3, "actions": ["a", "b", "c"], "ticket": TICKET}
+TICKET_RUNNING = {"ticket": TICKET, "invocation": INVOCATION, "invocation_state": "RUNNING", "state": "RUNNING",
+                  "terminal": False, "count": 3, "actions": {"RUNNING": 3}, "failed": []}
+TICKET_SUCCEEDED = {**TICKET_RUNNING, "invocation_state": "SUCCEEDED", "state": "SUCCEEDED", "terminal": True,
+                    "actions": {"SUCCEEDED": 3}}
 
 QUOTA_429 = Answer(429, {"error": {"code": "quota_exhausted", "message": "Dataflow's concurrent-job quota is full",
                                    "retryable": True}})
@@ -54,7 +57,7 @@ def server():
         running.route("POST", "/launch", Answer(200, LAUNCHED))
         running.route("GET", JOB_PATH, Answer(200, JOB_SUCCEEDED))
         running.route("POST", "/invoke", Answer(200, INVOKED))
-        running.route("GET", INVOCATION_PATH, Answer(200, INVOCATION_SUCCEEDED))
+        running.route("GET", TICKET_PATH, Answer(200, TICKET_SUCCEEDED))
         yield running
 
 
@@ -264,7 +267,7 @@ def test_cloud_runs_own_html_429_is_backpressure_too(server):
         ("POST", "/launch", LAUNCHED, "launch"),
         ("GET", JOB_PATH, JOB_SUCCEEDED, "dataflow_job"),
         ("POST", "/invoke", INVOKED, "dataform_invoke"),
-        ("GET", INVOCATION_PATH, INVOCATION_SUCCEEDED, "dataform_invocation"),
+        ("GET", TICKET_PATH, TICKET_SUCCEEDED, "dataform_invocation"),
     ],
 )
 def test_every_service_call_and_poll_waits_on_backpressure(server, method, path, ok, step):
@@ -353,10 +356,11 @@ PHASES = {
                  "target": {"job_id": JOB_ID}, "step": "dataflow_job", "succeeded": JOB_SUCCEEDED,
                  "summary": ("job", {"state": "SUCCEEDED", "states": ["RUNNING", "SUCCEEDED"]}),
                  "message": f"Dataflow job {JOB_ID} still RUNNING after 3 s; cancelled at the deadline, now CANCELLING"},
-    "dataform": {"path": INVOCATION_PATH, "running": INVOCATION_RUNNING, "query": {"actions_sample": "20"},
-                 "target": {"invocation": INVOCATION}, "step": "dataform_invocation", "succeeded": INVOCATION_SUCCEEDED,
+    "dataform": {"path": TICKET_PATH, "running": TICKET_RUNNING, "query": {"actions_sample": "20"},
+                 "target": {"ticket": TICKET, "invocation": INVOCATION}, "step": "dataform_invocation",
+                 "succeeded": TICKET_SUCCEEDED,
                  "summary": ("dataform", {"state": "SUCCEEDED", "action_states": {"SUCCEEDED": 3}}),
-                 "message": f"Dataform invocation {INVOCATION} still RUNNING after 3 s; cancelled at the deadline, now CANCELLING"},
+                 "message": f"Dataform ticket {TICKET} still RUNNING after 3 s; cancelled at the deadline, now CANCELLING"},
 }
 
 

@@ -11,7 +11,7 @@
 //! | `DATAFORM_GRAPH_STALE_SECONDS` | how long past its TTL the last good graph still serves while refreshes fail, default 1800 |
 //! | `DATAFORM_GRAPH_RETRY_SECONDS` | the first wait after a failed load before the next one, doubling up to 60 s; default 1 |
 //! | `DATAFORM_STATE_BUCKET` | bucket for idempotency records and the schedule; without it they live in the instance's memory (coalescing is then per instance) |
-//! | `DATAFORM_SETTLE_SECONDS` | how long a load with nothing running in its way waits for siblings before its batch starts, default 30 |
+//! | `DATAFORM_SETTLE_SECONDS` | how long a load with nothing running in its way waits for siblings before its batch starts, default 30, at most 3600 |
 //! | `DATAFORM_LEDGER_CAPACITY` | most keys the in-memory records keep (least recently written go first), default 10000 |
 
 use std::path::PathBuf;
@@ -65,6 +65,7 @@ const DEFAULT_LEDGER_CAPACITY: usize = 10_000;
 /// seconds to a minute of each other: 30 s lets most of them share one invocation (see the
 /// README's coalescing simulation) for a delay small next to a Dataflow job's minutes.
 const DEFAULT_SETTLE_SECONDS: u64 = 30;
+const MAX_SETTLE_SECONDS: u64 = 3600;
 
 impl Config {
     /// The defaults around `origin`; tests and examples change what they need.
@@ -110,6 +111,15 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        let settle = seconds("DATAFORM_SETTLE_SECONDS", DEFAULT_SETTLE_SECONDS)?;
+        if settle > Duration::from_secs(MAX_SETTLE_SECONDS) {
+            return Err(ConfigError::new(
+                "DATAFORM_SETTLE_SECONDS",
+                format!(
+                    "must be at most {MAX_SETTLE_SECONDS}: a load waits that long before anything runs"
+                ),
+            ));
+        }
         Ok(Self {
             origin,
             ttl: seconds("DATAFORM_GRAPH_TTL_SECONDS", DEFAULT_TTL_SECONDS)?,
@@ -117,7 +127,7 @@ impl Config {
             retry: seconds("DATAFORM_GRAPH_RETRY_SECONDS", DEFAULT_RETRY_SECONDS)?,
             state_bucket: config::parsed("DATAFORM_STATE_BUCKET")?,
             ledger_capacity,
-            settle: seconds("DATAFORM_SETTLE_SECONDS", DEFAULT_SETTLE_SECONDS)?,
+            settle,
         })
     }
 }

@@ -256,6 +256,7 @@ impl Invoker {
                         targets: targets_digest(&targets),
                     };
                     answer.attempt = attempt;
+                    answer.ticket = Some(ticket_id(&attempt_key(base, attempt)));
                     return Ok(Answer::Invoked(replay(
                         &snapshot.graph,
                         answer,

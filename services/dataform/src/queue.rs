@@ -13,10 +13,11 @@
 //! sure exactly one request creates its invocation, across instances and crashes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::join_all;
 use serde::Serialize;
+use sigma_shared::HttpError;
 use sigma_shared::events::{Event, EventType};
 
 use crate::api::{FailedAction, Found, Status};
@@ -88,7 +89,9 @@ pub struct TicketStatus {
     pub state: String,
     /// True once the state will not change: poll until it is.
     pub terminal: bool,
-    pub source: Target,
+    /// The loaded table; `null` for an invocation recorded before tickets existed (its
+    /// actions are then all the invocation's).
+    pub source: Option<Target>,
     /// What it waits for: invocation names, or `ticket:ID` for a batch being started.
     pub waiting_for: Vec<String>,
     /// The invocation that runs its actions, once started.
@@ -130,6 +133,13 @@ fn outcome(status: &Status) -> &'static str {
         "CANCELLED" => "CANCELLED",
         _ => "FAILED",
     }
+}
+
+/// Waits a little, more each round, at random: instances that lost the same write do not
+/// all come back at once.
+async fn contended(round: usize) {
+    let millis = rand::random_range(10..50) * round as u64;
+    tokio::time::sleep(Duration::from_millis(millis)).await;
 }
 
 fn ticket_id_ok(id: &str) -> bool {
@@ -191,7 +201,10 @@ impl Invoker {
         admit: Option<&Member>,
     ) -> Result<Advanced, DataformError> {
         let graph = &snapshot.graph;
-        for _ in 0..ROUNDS {
+        for round in 0..ROUNDS {
+            if round > 0 {
+                contended(round).await;
+            }
             let (version, mut schedule) = match self.ledger.read::<Schedule>(SCHEDULE).await? {
                 Some((version, schedule)) => (Some(version), schedule),
                 None => (None, Schedule::default()),
@@ -269,6 +282,14 @@ impl Invoker {
                     )
                 })
                 .collect();
+            // A load that waited behind a blocker has waited long enough for siblings: it
+            // starts as soon as the blocker ends.
+            for (member, by) in schedule.waiting.iter_mut().zip(&plan.blocked_by) {
+                if !by.is_empty() && member.ready_at > member.queued_at {
+                    member.ready_at = member.queued_at;
+                    changed = true;
+                }
+            }
             if !plan.start.is_empty() {
                 schedule.form(&plan.start, now);
                 kept_states.push(BatchState::Unstarted);
@@ -390,6 +411,11 @@ impl Invoker {
                         );
                     }
                     self.ledger.release(ticket, failed.ambiguous).await;
+                    // Refused for good: the batch must not block overlapping loads forever.
+                    // Its members' polls answer the refusal and queue them again.
+                    if !failed.ambiguous && !failed.error.retryable() {
+                        self.drop_batch(&batch.key).await;
+                    }
                     return Err(failed.error);
                 }
             },
@@ -416,6 +442,28 @@ impl Invoker {
             state,
             created,
         }))
+    }
+
+    /// Takes a batch whose invocation Dataform refused out of the schedule (best effort).
+    async fn drop_batch(&self, key: &str) {
+        for round in 0..ROUNDS {
+            if round > 0 {
+                contended(round).await;
+            }
+            let Ok(Some((version, mut schedule))) = self.ledger.read::<Schedule>(SCHEDULE).await
+            else {
+                return;
+            };
+            schedule.batches.retain(|b| b.key != key);
+            match self.ledger.write(SCHEDULE, &schedule, Some(version)).await {
+                Ok(Ok(_)) => return,
+                Ok(Err(_)) => {}
+                Err(e) => {
+                    tracing::warn!(batch = key, "cannot drop a refused batch: {e}");
+                    return;
+                }
+            }
+        }
     }
 
     /// Records the batch's invocation under each member's own key still queued, so that
@@ -523,29 +571,34 @@ impl Invoker {
     pub async fn ticket(&self, id: &str, sample: Sample) -> Result<TicketStatus, DataformError> {
         let (member, recorded) = self.ticket_member(id).await?;
         let snapshot = self.source.current().await?;
-        let turn = match recorded {
-            Some(invocation) => Turn::Started {
+        let turn = match (recorded, &member) {
+            (Some(invocation), _) => Turn::Started {
                 state: String::new(),
                 invocation,
                 created: false,
             },
-            None => {
+            (None, Some(member)) => {
                 let (mut turn, _) = self.take_turn(&snapshot, None, id).await?;
                 if let Turn::Absent = turn {
                     tracing::warn!(
                         ticket = id,
                         "a ticket lost from the schedule is queued again"
                     );
-                    turn = self.take_turn(&snapshot, Some(&member), id).await?.0;
+                    turn = self.take_turn(&snapshot, Some(member), id).await?.0;
                 }
                 turn
             }
+            (None, None) => return Err(DataformError::InvocationInProgress),
         };
-        self.ticket_status(&snapshot, &member, turn, sample).await
+        self.ticket_status(&snapshot, id, member.as_ref(), turn, sample)
+            .await
     }
 
     /// The ticket's load, and its invocation when its record names one.
-    async fn ticket_member(&self, id: &str) -> Result<(Member, Option<String>), DataformError> {
+    async fn ticket_member(
+        &self,
+        id: &str,
+    ) -> Result<(Option<Member>, Option<String>), DataformError> {
         if !ticket_id_ok(id) {
             return Err(DataformError::InvalidRequest(
                 "a ticket is the 64 lowercase hex digits /invoke answered".into(),
@@ -555,12 +608,10 @@ impl Invoker {
             Some((
                 _,
                 Record::Created {
-                    invocation,
-                    ticket: Some(member),
-                    ..
+                    invocation, ticket, ..
                 },
-            )) => Ok((member, Some(invocation))),
-            Some((_, Record::Queued { ticket })) => Ok((ticket, None)),
+            )) => Ok((ticket, Some(invocation))),
+            Some((_, Record::Queued { ticket })) => Ok((Some(ticket), None)),
             // A request creating its own batch's invocation: the schedule has its load.
             Some(_) => {
                 let schedule = self
@@ -569,13 +620,14 @@ impl Invoker {
                     .await?
                     .map(|(_, s)| s)
                     .unwrap_or_default();
-                schedule
+                let member = schedule
                     .batches
                     .iter()
                     .flat_map(|b| &b.members)
                     .find(|m| m.ticket == id)
-                    .map(|m| (m.clone(), None))
-                    .ok_or(DataformError::InvocationInProgress)
+                    .cloned()
+                    .ok_or(DataformError::InvocationInProgress)?;
+                Ok((Some(member), None))
             }
             None => Err(DataformError::UnknownTicket(id.to_owned())),
         }
@@ -584,15 +636,16 @@ impl Invoker {
     async fn ticket_status(
         &self,
         snapshot: &Snapshot,
-        member: &Member,
+        id: &str,
+        member: Option<&Member>,
         turn: Turn,
         sample: Sample,
     ) -> Result<TicketStatus, DataformError> {
         let mut status = TicketStatus {
-            ticket: member.ticket.clone(),
+            ticket: id.to_owned(),
             state: "QUEUED".into(),
             terminal: false,
-            source: member.table.clone(),
+            source: member.map(|m| m.table.clone()),
             waiting_for: Vec::new(),
             invocation: None,
             invocation_state: None,
@@ -604,12 +657,17 @@ impl Invoker {
             Turn::Waiting { waiting_for } => status.waiting_for = waiting_for,
             Turn::Starting | Turn::Absent => status.state = "STARTING".into(),
             Turn::Started { invocation, .. } => {
-                let own: HashSet<Target> = member
-                    .nodes(&snapshot.graph)
-                    .into_iter()
-                    .map(|node| snapshot.graph.action(node).target.clone())
-                    .collect();
-                let progress = self.api()?.status(&invocation, sample, Some(&own)).await?;
+                let own: Option<HashSet<Target>> = member.map(|member| {
+                    member
+                        .nodes(&snapshot.graph)
+                        .into_iter()
+                        .map(|node| snapshot.graph.action(node).target.clone())
+                        .collect()
+                });
+                let progress = self
+                    .api()?
+                    .status(&invocation, sample, own.as_ref())
+                    .await?;
                 status.state = outcome(&progress).into();
                 status.terminal = progress.terminal;
                 status.invocation = Some(invocation);
@@ -631,7 +689,11 @@ impl Invoker {
     ) -> Result<TicketCancelled, DataformError> {
         let (member, _) = self.ticket_member(id).await?;
         let snapshot = self.source.current().await?;
-        for _ in 0..ROUNDS {
+        for round in 0..ROUNDS {
+            if round > 0 {
+                contended(round).await;
+            }
+            let Some(member) = &member else { break };
             let Some((version, mut schedule)) = self.ledger.read::<Schedule>(SCHEDULE).await?
             else {
                 break;
@@ -647,9 +709,9 @@ impl Invoker {
                     {
                         continue;
                     }
-                    self.withdraw(&member).await?;
+                    self.withdraw(member).await?;
                     let mut status = self
-                        .ticket_status(&snapshot, &member, Turn::Absent, sample)
+                        .ticket_status(&snapshot, id, Some(member), Turn::Absent, sample)
                         .await?;
                     status.state = "CANCELLED".into();
                     status.terminal = true;
@@ -668,7 +730,8 @@ impl Invoker {
                         let status = self
                             .ticket_status(
                                 &snapshot,
-                                &member,
+                                id,
+                                Some(member),
                                 Turn::Started {
                                     invocation,
                                     state: String::new(),

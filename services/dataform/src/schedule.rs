@@ -41,7 +41,8 @@ pub struct Member {
     pub fully_refresh_incremental: bool,
     /// Unix milliseconds.
     pub queued_at: u64,
-    /// Unix milliseconds: the end of its settle window.
+    /// Unix milliseconds: the end of its settle window, or `queued_at` once it has waited
+    /// behind a blocker.
     pub ready_at: u64,
 }
 

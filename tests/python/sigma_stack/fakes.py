@@ -60,6 +60,25 @@ class FakesApi:
         their dependents are skipped, the rest succeed."""
         self._post("dataform", f"/_fake/invocations/{invocation.rsplit('/', 1)[-1]}/complete", {"failed": failed})
 
+    def invocation_names(self, repository: str) -> list[str]:
+        """Names of the invocations the fake Dataform created in `repository`, oldest first (its
+        ids count up), read through the API's own list call."""
+        names, token = [], ""
+        while True:
+            response = requests.get(f"{self.endpoints['dataform']}/v1/{repository}/workflowInvocations",
+                                    params={"pageSize": 1000, "pageToken": token}, timeout=10)
+            response.raise_for_status()
+            page = response.json()
+            names += [invocation["name"] for invocation in page.get("workflowInvocations", [])]
+            token = page.get("nextPageToken", "")
+            if not token:
+                return names
+
+    def overlaps(self) -> dict[str, Any]:
+        """`overlaps`: pairs of invocations that ran the same actions at the same time, with
+        those actions; `action_executions`: how many actions all invocations included."""
+        return self._get("dataform", "/_fake/overlaps")
+
     def invocations(self) -> list[dict[str, Any]]:
         """The `workflowInvocations.create` bodies Dataform accepted, in order."""
         return self._get("dataform", "/_fake/invocations")

@@ -57,9 +57,13 @@ class Stack:
         fernet_key: str | None = None,
         extra_pipelines: dict | None = None,
         dataform_graph: Path = SAMPLE_GRAPH,
+        dataform_settle_seconds: int = 0,
     ):
         """`extra_pipelines`: registry entries added to examples/pipelines.yaml for this stack;
-        `dataform_graph`: the `dataform compile --json` output the fake Dataform compiles to."""
+        `dataform_graph`: the `dataform compile --json` output the fake Dataform compiles to;
+        `dataform_settle_seconds`: how long a load waits for siblings (0: chains that do not
+        overlap start their invocations at once, as most tests want)."""
+        self.dataform_settle_seconds = dataform_settle_seconds
         self._own_logs = logs is None
         self.logs = Path(tempfile.mkdtemp(prefix="sigma-stack-")) if logs is None else logs
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -169,6 +173,7 @@ class Stack:
                 "DATAFORM_RELEASE_CONFIG": "production",
                 "DATAFORM_STATE_BUCKET": CONFIG_BUCKET,
                 "DATAFORM_ENDPOINT": self.fakes["dataform"],
+                "DATAFORM_SETTLE_SECONDS": str(self.dataform_settle_seconds),
             },
         }[service]
         return {**common, **specific}

@@ -316,6 +316,26 @@ async fn a_started_tickets_cancel_leaves_an_invocation_other_loads_share_running
 }
 
 #[tokio::test]
+async fn a_batch_dataform_refuses_is_answered_to_its_load_and_blocks_no_other() {
+    let fake = sample_fake().await;
+    let service = service(&fake, Duration::from_millis(300), None).await;
+    let (_, refused) = service.invoke(load("raw.lkp_fechas", 1)).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    fake.handle.fail_next(400, 1);
+    let ticket = format!("/tickets/{}", refused["ticket"].as_str().unwrap());
+    common::assert_refused(&service.get(&ticket).await, 400, "dataform_error");
+
+    let (status, other) = service.invoke(load("raw.lkp_fechas", 2)).await;
+    assert_eq!(status, 202, "{other}");
+    assert_eq!(
+        other["waiting_for"],
+        json!([]),
+        "the refused batch blocks nothing"
+    );
+    assert!(fake.handle.created_invocations().is_empty());
+}
+
+#[tokio::test]
 async fn unknown_and_malformed_tickets_are_refused() {
     let fake = sample_fake().await;
     let service = service(&fake, Duration::ZERO, None).await;
