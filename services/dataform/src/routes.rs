@@ -158,9 +158,7 @@ pub(crate) async fn ticket_method(
     Path(target): Path<String>,
     Query(query): Query<StatusQuery>,
 ) -> Result<Json<TicketCancelled>, DataformError> {
-    let Some(id) = target.strip_suffix(":cancel") else {
-        return Err(DataformError::UnknownMethod(target));
-    };
+    let id = cancel_of(&target)?;
     Ok(Json(invoker.cancel_ticket(id, query.sample()).await?))
 }
 
@@ -210,8 +208,14 @@ pub(crate) async fn invocation_method(
     Path(target): Path<String>,
     Query(query): Query<StatusQuery>,
 ) -> Result<Json<Cancelled>, DataformError> {
-    let Some(id) = target.strip_suffix(":cancel") else {
-        return Err(DataformError::UnknownMethod(target));
-    };
+    let id = cancel_of(&target)?;
     Ok(Json(invoker.cancel(id, query.sample()).await?))
+}
+
+/// The id in `{id}:cancel`, the one method a `POST` under `/tickets/` or `/invocations/` may
+/// name.
+fn cancel_of(target: &str) -> Result<&str, DataformError> {
+    target
+        .strip_suffix(":cancel")
+        .ok_or_else(|| DataformError::UnknownMethod(target.to_owned()))
 }

@@ -15,6 +15,7 @@ use sigma_dataform::Invoker;
 use sigma_dataform::config::Config;
 use sigma_dataform::idempotency::Ledger;
 use sigma_fakes::dataform::FakeDataform;
+use sigma_fakes::faults::{Fault, FaultProxy};
 use sigma_fakes::gcs::FakeGcs;
 use sigma_fakes::pubsub::FakePubsub;
 use sigma_shared::events::Events;
@@ -333,6 +334,54 @@ async fn a_batch_dataform_refuses_is_answered_to_its_load_and_blocks_no_other() 
         "the refused batch blocks nothing"
     );
     assert!(fake.handle.created_invocations().is_empty());
+}
+
+/// The request that formed a batch lost the answer to its create (Dataform carried it out)
+/// and never came back, as if its instance died: the next poll, on another instance, finds
+/// the invocation the create made and adopts it, and every load of the batch runs once.
+#[tokio::test]
+async fn a_batch_whose_creator_lost_its_create_is_adopted_by_another_instance_not_repeated() {
+    let fake = sample_fake().await;
+    let gcs = FakeGcs::start(&[STATE]).await.unwrap();
+    let proxy = FaultProxy::start(&fake.endpoint).await.unwrap();
+    let settle = Duration::from_millis(300);
+    let first = {
+        let config = Config {
+            settle,
+            ..api_config(&proxy.endpoint)
+        };
+        let invoker = Invoker::new(config)
+            .await
+            .unwrap()
+            .with_ledger(Ledger::Gcs {
+                client: Box::new(storage(&gcs.endpoint).await),
+                bucket: STATE.parse().unwrap(),
+            });
+        Service::serve(invoker).await
+    };
+    let other = service(&fake, settle, Some(&gcs)).await;
+    let (_, fechas) = first.invoke(load("raw.lkp_fechas", 1)).await;
+    let (_, siniestros) = other.invoke(load("raw.siniestros", 2)).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    proxy.inject(
+        Fault::cut_after_upstream()
+            .method("POST")
+            .path_contains("/workflowInvocations"),
+    );
+    let ticket = |answer: &Value| answer["ticket"].as_str().unwrap().to_owned();
+    let (status, lost) = first.get(&format!("/tickets/{}", ticket(&fechas))).await;
+    assert_eq!(status, 503, "{lost}");
+    assert_eq!(
+        fake.handle.created_invocations().len(),
+        1,
+        "Dataform did create it"
+    );
+
+    let adopted = until_started(&other, &ticket(&siniestros)).await;
+    let fechas = until_started(&other, &ticket(&fechas)).await;
+    assert_eq!(adopted["invocation"], fechas["invocation"]);
+    assert_eq!(fake.handle.created_invocations().len(), 1);
+    assert_no_overlap(&fake);
 }
 
 #[tokio::test]
