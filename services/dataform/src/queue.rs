@@ -23,7 +23,7 @@ use sigma_shared::events::{Event, EventType};
 use crate::api::{FailedAction, Found, Status};
 use crate::coalesce::{self, Waiting};
 use crate::error::DataformError;
-use crate::graph::Target;
+use crate::graph::{Graph, Target};
 use crate::idempotency::{Attempt, Claim, Record, record_name, targets_digest, ticket_record};
 use crate::invoke::Invoker;
 use crate::request::Sample;
@@ -135,6 +135,96 @@ fn outcome(status: &Status) -> &'static str {
     }
 }
 
+/// The decision [`Invoker::advance`] writes.
+struct Decided {
+    /// What each batch left in the schedule is doing (a batch formed now: `Unstarted`).
+    states: Vec<BatchState>,
+    /// Batches whose invocations ended, taken out of the schedule.
+    ended: Vec<(Batch, Found)>,
+    /// Each waiting ticket's blockers, by invocation name (or `ticket:ID` while unnamed).
+    blocked: HashMap<String, Vec<String>>,
+    changed: bool,
+}
+
+/// Takes the ended batches out, starts the waiting loads [`coalesce::plan`] says may start,
+/// and marks the loads that waited behind a blocker as settled (they start as soon as it
+/// ends). Pure: what instances decide depends only on the record and what Dataform said.
+fn decide(schedule: &mut Schedule, states: Vec<BatchState>, graph: &Graph, now: u64) -> Decided {
+    let mut ended = Vec::new();
+    let mut kept = Vec::new();
+    let mut kept_states = Vec::new();
+    for (batch, state) in schedule.batches.drain(..).zip(states) {
+        match state {
+            BatchState::Ended(found) => ended.push((batch, found)),
+            state => {
+                kept.push(batch);
+                kept_states.push(state);
+            }
+        }
+    }
+    schedule.batches = kept;
+    let mut changed = !ended.is_empty();
+    let busy: Vec<Vec<u32>> = schedule
+        .batches
+        .iter()
+        .zip(&kept_states)
+        .map(|(batch, state)| match state {
+            // Running: exactly what Dataform runs, whatever the graph has become since.
+            BatchState::Running(found) => {
+                let mut nodes: Vec<u32> =
+                    found.targets.iter().filter_map(|t| graph.node(t)).collect();
+                nodes.sort_unstable();
+                nodes.dedup();
+                nodes
+            }
+            _ => batch.nodes(graph),
+        })
+        .collect();
+    let names: Vec<String> = schedule
+        .batches
+        .iter()
+        .zip(&kept_states)
+        .map(|(batch, state)| match state {
+            BatchState::Running(found) => found.name.clone(),
+            _ => format!("ticket:{}", batch.members[0].ticket),
+        })
+        .collect();
+    let waiting_nodes: Vec<Vec<u32>> = schedule.waiting.iter().map(|m| m.nodes(graph)).collect();
+    let waiting: Vec<Waiting> = schedule
+        .waiting
+        .iter()
+        .zip(&waiting_nodes)
+        .map(|(member, nodes)| Waiting {
+            nodes,
+            ready: now >= member.ready_at,
+        })
+        .collect();
+    let running: Vec<&[u32]> = busy.iter().map(Vec::as_slice).collect();
+    let plan = coalesce::plan(&running, &waiting);
+    let mut blocked = HashMap::new();
+    for (member, by) in schedule.waiting.iter_mut().zip(&plan.blocked_by) {
+        blocked.insert(
+            member.ticket.clone(),
+            by.iter().map(|&r| names[r].clone()).collect(),
+        );
+        if !by.is_empty() && member.ready_at > member.queued_at {
+            member.ready_at = member.queued_at;
+            changed = true;
+        }
+    }
+    if !plan.start.is_empty() {
+        schedule.form(&plan.start, now);
+        kept_states.push(BatchState::Unstarted);
+        changed = true;
+    }
+    Decided {
+        states: kept_states,
+        ended,
+        blocked,
+        changed,
+    }
+}
+
 /// Waits a little, more each round, at random: instances that lost the same write do not
 /// all come back at once.
 async fn contended(round: usize) {
@@ -218,83 +308,12 @@ impl Invoker {
                 changed = true;
                 admitted = true;
             }
-            let states = join_all(schedule.batches.iter().map(|b| self.batch_state(b))).await;
-            let mut ended = Vec::new();
-            let mut kept = Vec::new();
-            let mut kept_states = Vec::new();
-            for (batch, state) in schedule.batches.drain(..).zip(states) {
-                match state? {
-                    BatchState::Ended(found) => ended.push((batch, found)),
-                    state => {
-                        kept.push(batch);
-                        kept_states.push(state);
-                    }
-                }
-            }
-            changed |= !ended.is_empty();
-            schedule.batches = kept;
-            let busy: Vec<Vec<u32>> = schedule
-                .batches
-                .iter()
-                .zip(&kept_states)
-                .map(|(batch, state)| match state {
-                    BatchState::Running(found) => {
-                        let mut nodes: Vec<u32> =
-                            found.targets.iter().filter_map(|t| graph.node(t)).collect();
-                        nodes.sort_unstable();
-                        nodes.dedup();
-                        nodes
-                    }
-                    _ => batch.nodes(graph),
-                })
-                .collect();
-            let blocker_names: Vec<String> = schedule
-                .batches
-                .iter()
-                .zip(&kept_states)
-                .map(|(batch, state)| match state {
-                    BatchState::Running(found) => found.name.clone(),
-                    _ => format!("ticket:{}", batch.members[0].ticket),
-                })
-                .collect();
-            let now = now_ms();
-            let waiting_nodes: Vec<Vec<u32>> =
-                schedule.waiting.iter().map(|m| m.nodes(graph)).collect();
-            let waiting: Vec<Waiting> = schedule
-                .waiting
-                .iter()
-                .zip(&waiting_nodes)
-                .map(|(member, nodes)| Waiting {
-                    nodes,
-                    ready: now >= member.ready_at,
-                })
-                .collect();
-            let running: Vec<&[u32]> = busy.iter().map(Vec::as_slice).collect();
-            let plan = coalesce::plan(&running, &waiting);
-            let blocked: HashMap<String, Vec<String>> = schedule
-                .waiting
-                .iter()
-                .zip(&plan.blocked_by)
-                .map(|(member, by)| {
-                    (
-                        member.ticket.clone(),
-                        by.iter().map(|&r| blocker_names[r].clone()).collect(),
-                    )
-                })
-                .collect();
-            // A load that waited behind a blocker has waited long enough for siblings: it
-            // starts as soon as the blocker ends.
-            for (member, by) in schedule.waiting.iter_mut().zip(&plan.blocked_by) {
-                if !by.is_empty() && member.ready_at > member.queued_at {
-                    member.ready_at = member.queued_at;
-                    changed = true;
-                }
-            }
-            if !plan.start.is_empty() {
-                schedule.form(&plan.start, now);
-                kept_states.push(BatchState::Unstarted);
-                changed = true;
-            }
+            let states = join_all(schedule.batches.iter().map(|b| self.batch_state(b)))
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?;
+            let decided = decide(&mut schedule, states, graph, now_ms());
+            changed |= decided.changed;
             if changed
                 && self
                     .ledger
@@ -304,7 +323,7 @@ impl Invoker {
             {
                 continue;
             }
-            for (batch, found) in &ended {
+            for (batch, found) in &decided.ended {
                 tracing::info!(
                     invocation = found.name,
                     state = found.state,
@@ -315,8 +334,8 @@ impl Invoker {
             }
             return Ok(Advanced {
                 schedule,
-                states: kept_states,
-                blocked,
+                states: decided.states,
+                blocked: decided.blocked,
                 admitted,
             });
         }
@@ -766,5 +785,105 @@ impl Invoker {
             let _ = self.ledger.write(&name, &released, Some(version)).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph() -> Graph {
+        Graph::from_compiled_json(include_bytes!("../tests/fixtures/sample_v3.compiled.json"))
+            .unwrap()
+    }
+
+    fn member(n: u32, table: &str, ready_at: u64) -> Member {
+        Member {
+            ticket: format!("t{n}"),
+            key: format!("k{n}"),
+            table: Target::new("acme-dwh-prod", "raw", table),
+            only: None,
+            object: None,
+            generation: None,
+            fully_refresh_incremental: false,
+            queued_at: 0,
+            ready_at,
+        }
+    }
+
+    #[test]
+    fn a_load_behind_a_running_batch_counts_as_settled_and_starts_the_moment_it_ends() {
+        let graph = graph();
+        let running = Batch {
+            key: "k1".into(),
+            members: vec![member(1, "lkp_fechas", 0)],
+            formed_at: 0,
+        };
+        let found = |state: &str| Found {
+            name: "inv-1".into(),
+            state: state.into(),
+            compilation_result: "c".into(),
+            targets: running.targets(&graph),
+        };
+        let mut schedule = Schedule {
+            waiting: vec![member(2, "lkp_fechas", 1_000_000)],
+            batches: vec![running.clone()],
+        };
+
+        let decided = decide(
+            &mut schedule,
+            vec![BatchState::Running(found("RUNNING"))],
+            &graph,
+            10,
+        );
+        assert_eq!(decided.blocked["t2"], ["inv-1"]);
+        assert_eq!(schedule.waiting[0].ready_at, 0, "waiting settles it");
+        assert!(decided.changed);
+
+        let decided = decide(
+            &mut schedule,
+            vec![BatchState::Ended(found("SUCCEEDED"))],
+            &graph,
+            20,
+        );
+        assert_eq!(decided.ended.len(), 1);
+        assert!(schedule.waiting.is_empty());
+        assert_eq!(schedule.batches.len(), 1);
+        assert_eq!(schedule.batches[0].key, "k2");
+        assert!(matches!(decided.states[..], [BatchState::Unstarted]));
+    }
+
+    #[test]
+    fn a_load_with_nothing_in_its_way_starts_when_its_settle_window_ends_with_its_siblings() {
+        let graph = graph();
+        let mut schedule = Schedule {
+            waiting: vec![member(1, "lkp_fechas", 100), member(2, "agentes", 150)],
+            batches: Vec::new(),
+        };
+        let decided = decide(&mut schedule, Vec::new(), &graph, 99);
+        assert!(!decided.changed, "nothing to write while it settles");
+        assert!(decided.blocked.values().all(Vec::is_empty));
+
+        let decided = decide(&mut schedule, Vec::new(), &graph, 100);
+        assert!(decided.changed);
+        assert_eq!(schedule.batches.len(), 1);
+        assert_eq!(schedule.batches[0].members.len(), 2, "the sibling joins");
+        assert!(schedule.waiting.is_empty());
+    }
+
+    #[test]
+    fn a_batch_still_being_created_blocks_by_its_members_actions() {
+        let graph = graph();
+        let mut schedule = Schedule {
+            waiting: vec![member(2, "lkp_fechas", 0)],
+            batches: vec![Batch {
+                key: "k1".into(),
+                members: vec![member(1, "siniestros", 0)],
+                formed_at: 0,
+            }],
+        };
+        let decided = decide(&mut schedule, vec![BatchState::Starting], &graph, 10);
+        assert_eq!(decided.blocked["t2"], ["ticket:t1"]);
+        assert_eq!(schedule.batches.len(), 1);
     }
 }
