@@ -38,6 +38,7 @@ use sha2::{Digest, Sha256};
 use sigma_shared::record::{self, Conflict, RecordError};
 use sigma_shared::{BucketName, Generation, ObjectRef};
 
+use crate::api::Found;
 use crate::error::DataformError;
 use crate::graph::Target;
 use crate::schedule::Member;
@@ -111,6 +112,19 @@ pub enum Record {
 }
 
 impl Record {
+    /// The record of a key whose load `member` runs in `found`, `digest` being
+    /// [`targets_digest`] of its targets: the invocation's own compilation result, not the
+    /// one this instance compiled (an adopted invocation may come from another's).
+    pub fn created(found: &Found, digest: &str, member: Option<&Member>) -> Self {
+        Self::Created {
+            invocation: found.name.clone(),
+            compilation_result: found.compilation_result.clone(),
+            targets: digest.to_owned(),
+            count: found.targets.len(),
+            ticket: member.cloned(),
+        }
+    }
+
     /// A claim whose owner may still be creating the invocation.
     pub fn is_live_claim(&self) -> bool {
         matches!(self, Self::Claimed { claimed_at, .. } if now().saturating_sub(*claimed_at) < LEASE_SECONDS)

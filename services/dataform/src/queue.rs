@@ -330,7 +330,8 @@ impl Invoker {
                     tickets = batch.members.len(),
                     "a batch's invocation ended"
                 );
-                self.record_started(batch, found, snapshot).await;
+                self.record_started(batch, found, &targets_digest(&found.targets))
+                    .await;
             }
             return Ok(Advanced {
                 schedule,
@@ -394,34 +395,35 @@ impl Invoker {
             Err(DataformError::InvocationInProgress) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let record = |name: &str, member: &Member| Record::Created {
-            invocation: name.to_owned(),
-            compilation_result: compilation.clone(),
-            targets: attempt.targets.clone(),
-            count: targets.len(),
-            ticket: Some(member.clone()),
-        };
         // An earlier create under this key failed ambiguously: it may have been carried out.
-        let found = match self.search(api, &ticket).await {
+        let adopted = match self.search(api, &ticket).await {
             Ok(found) => found,
             Err(e) => {
                 self.ledger.release(ticket, false).await;
                 return Err(e);
             }
         };
-        let (name, state, created) = match found {
+        let (found, created) = match adopted {
             Some(found) => {
                 tracing::info!(
                     invocation = found.name,
                     "adopting the invocation an earlier, ambiguously failed create made"
                 );
-                (found.name, found.state, false)
+                (found, false)
             }
             None => match api
                 .invoke(compilation, &targets, batch.fully_refresh_incremental())
                 .await
             {
-                Ok(created) => (created.name, created.state, true),
+                Ok(made) => (
+                    Found {
+                        name: made.name,
+                        state: made.state,
+                        compilation_result: compilation.clone(),
+                        targets,
+                    },
+                    true,
+                ),
                 Err(failed) => {
                     if failed.ambiguous {
                         tracing::warn!(
@@ -439,26 +441,24 @@ impl Invoker {
                 }
             },
         };
+        let digest = targets_digest(&found.targets);
         self.ledger
-            .complete(ticket, record(&name, &batch.members[0]))
+            .complete(
+                ticket,
+                Record::created(&found, &digest, Some(&batch.members[0])),
+            )
             .await;
         tracing::info!(
-            invocation = name,
-            actions = targets.len(),
+            invocation = found.name,
+            actions = found.targets.len(),
             tickets = batch.members.len(),
             "invocation created"
         );
-        self.publish_invoked(batch, &name, compilation, targets.len());
-        let found = Found {
-            name: name.clone(),
-            state: state.clone(),
-            compilation_result: compilation.clone(),
-            targets,
-        };
-        self.record_started(batch, &found, snapshot).await;
+        self.publish_invoked(batch, &found);
+        self.record_started(batch, &found, &digest).await;
         Ok(Some(Turn::Started {
-            invocation: name,
-            state,
+            invocation: found.name,
+            state: found.state,
             created,
         }))
     }
@@ -488,8 +488,7 @@ impl Invoker {
     /// Records the batch's invocation under each member's own key still queued, so that
     /// duplicates, tickets and re-runs find it after the batch leaves the schedule. Best
     /// effort: a member left queued is queued again by its next poll, and runs again.
-    async fn record_started(&self, batch: &Batch, found: &Found, snapshot: &Snapshot) {
-        let digest = targets_digest(&found.targets);
+    async fn record_started(&self, batch: &Batch, found: &Found, digest: &str) {
         join_all(
             batch
                 .members
@@ -506,16 +505,7 @@ impl Invoker {
                             return;
                         }
                     };
-                    let record = Record::Created {
-                        invocation: found.name.clone(),
-                        compilation_result: snapshot
-                            .compilation
-                            .clone()
-                            .unwrap_or_else(|| found.compilation_result.clone()),
-                        targets: digest.clone(),
-                        count: found.targets.len(),
-                        ticket: Some(member.clone()),
-                    };
+                    let record = Record::created(found, digest, Some(member));
                     if let Err(e) = self.ledger.write(&name, &record, expected).await {
                         tracing::warn!(
                             ticket = member.ticket,
@@ -527,7 +517,7 @@ impl Invoker {
         .await;
     }
 
-    fn publish_invoked(&self, batch: &Batch, invocation: &str, compilation: &str, count: usize) {
+    fn publish_invoked(&self, batch: &Batch, found: &Found) {
         let first = &batch.members[0];
         let tickets: Vec<serde_json::Value> = batch
             .members
@@ -547,9 +537,9 @@ impl Invoker {
                 .entity(&first.table.name)
                 .detail(serde_json::json!({
                     "table": first.table,
-                    "invocation": invocation,
-                    "compilation_result": compilation,
-                    "actions": count,
+                    "invocation": found.name,
+                    "compilation_result": found.compilation_result,
+                    "actions": found.targets.len(),
                     "tickets": tickets,
                 })),
         );

@@ -13,7 +13,7 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 use sigma_dataform::Invoker;
 use sigma_dataform::config::Config;
-use sigma_dataform::idempotency::Ledger;
+use sigma_dataform::idempotency::{Ledger, Record};
 use sigma_fakes::dataform::FakeDataform;
 use sigma_fakes::faults::{Fault, FaultProxy};
 use sigma_fakes::gcs::FakeGcs;
@@ -380,8 +380,29 @@ async fn a_batch_whose_creator_lost_its_create_is_adopted_by_another_instance_no
     let adopted = until_started(&other, &ticket(&siniestros)).await;
     let fechas = until_started(&other, &ticket(&fechas)).await;
     assert_eq!(adopted["invocation"], fechas["invocation"]);
-    assert_eq!(fake.handle.created_invocations().len(), 1);
+    let created = fake.handle.created_invocations();
+    assert_eq!(created.len(), 1);
     assert_no_overlap(&fake);
+
+    // Both loads' records name the adopted invocation with its own compilation result (the
+    // first instance's), not the one the adopting instance compiled.
+    for object in gcs.list(STATE).await.unwrap() {
+        if !object.name.starts_with("dataform/invocations/") {
+            continue;
+        }
+        let bytes = gcs.get(STATE, &object.name).await.unwrap().unwrap();
+        match serde_json::from_slice(&bytes).unwrap() {
+            Record::Created {
+                invocation,
+                compilation_result,
+                ..
+            } => {
+                assert_eq!(json!(invocation), fechas["invocation"]);
+                assert_eq!(json!(compilation_result), created[0]["compilationResult"]);
+            }
+            other => panic!("{} is {other:?}", object.name),
+        }
+    }
 }
 
 #[tokio::test]
